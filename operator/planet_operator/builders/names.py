@@ -1,0 +1,50 @@
+"""Names and labels of children, derived from the pipeline's name and revision."""
+
+from __future__ import annotations
+
+from planet_operator.api import resource
+
+GENERATE = "generate"
+UPSCALE = "upscale"
+
+
+def generate_service(pipeline: str) -> str:
+    """The SDXL InferenceService."""
+    return f"{pipeline}-{GENERATE}"
+
+
+def upscale_service(pipeline: str) -> str:
+    """The upscaler InferenceService."""
+    return f"{pipeline}-{UPSCALE}"
+
+
+def graph(pipeline: str) -> str:
+    """The InferenceGraph clients call: generate ▶ upscale."""
+    return pipeline
+
+
+def config_map(pipeline: str, revision: str) -> str:
+    """The immutable per-revision pipeline config, so a rollback finds its config unchanged."""
+    return f"{pipeline}-{revision}"
+
+
+def engine_job(engine_key: str) -> str:
+    """Build Jobs are shared across pipelines with the same engine key."""
+    return f"planet-engine-{engine_key[:16]}"
+
+
+def controller_revision(pipeline: str, revision: str) -> str:
+    """The apps/v1 ControllerRevision that stores a revision's spec."""
+    return f"{pipeline}-{revision}"
+
+
+def labels(pipeline: str, revision: str, component: str | None = None) -> dict[str, str]:
+    """Labels every child carries (DESIGN)."""
+    out = {
+        resource.LABEL_PIPELINE: pipeline,
+        resource.LABEL_REVISION: revision,
+        resource.LABEL_MANAGED_BY: resource.MANAGER,
+    }
+    if component:
+        out[resource.LABEL_COMPONENT] = component
+    return out

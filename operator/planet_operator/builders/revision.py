@@ -1,0 +1,70 @@
+"""Revisions: the identity of what is served.
+
+A revision hash covers what changes the images a client gets back (base model, LoRAs, engine
+settings, generation defaults, upscale chain, images). Changing anything else (autoscaling, lanes,
+rollout policy) updates the serving revision in place instead of starting a canary.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from planet_build import cache_key
+from planet_operator.api.spec import PlanetPipelineSpec
+
+#: Length of the short revision id used in names and labels.
+REVISION_LENGTH = 10
+
+
+def served_model(spec: PlanetPipelineSpec) -> dict[str, Any]:
+    """The part of the spec a revision is made of."""
+    dumped = spec.model_dump(mode="json", by_alias=True, exclude_none=True)
+    return {
+        "model": dumped["model"],
+        "generation": dumped["generation"],
+        "upscale": dumped.get("upscale"),
+        "engine": dumped["engine"],
+        "images": dumped["serving"]["images"],
+    }
+
+
+def revision_of(spec: PlanetPipelineSpec) -> str:
+    """Short content hash of :func:`served_model`; equal specs give equal revisions."""
+    blob = json.dumps(served_model(spec), sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(blob).hexdigest()[:REVISION_LENGTH]
+
+
+def model_hash(spec: PlanetPipelineSpec) -> str:
+    """Hash of the weights' identity (base + LoRAs), written into image provenance."""
+    blob = json.dumps(spec.model.model_dump(mode="json", by_alias=True), sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()
+
+
+def engine_key_of(spec: PlanetPipelineSpec) -> str:
+    """The engine cache key for this spec (the same function the builder uses)."""
+    upscalers: list[str] = []
+    if spec.upscale is not None:
+        for stage in spec.upscale.stages:
+            source = stage.model or spec.upscale.model
+            if stage.type == "upscale" and source is not None:
+                upscalers.append(source.uri)
+    return cache_key.engine_key(
+        base_uri=spec.model.base.uri,
+        base_revision=spec.model.base.revision,
+        loras=[lora.model_dump() for lora in spec.model.loras],
+        width=spec.generation.width,
+        height=spec.generation.height,
+        backend=spec.engine.backend,
+        precision=spec.engine.precision,
+        batch_sizes=spec.engine.batch_sizes,
+        gpu_product=spec.engine.gpu_product,
+        tensorrt_version=spec.engine.tensorrt_version,
+        upscaler_uris=upscalers,
+    )
+
+
+def needs_engine_build(spec: PlanetPipelineSpec) -> bool:
+    """Torch loads weights directly; compiled backends need a build Job first."""
+    return spec.engine.backend != "torch"

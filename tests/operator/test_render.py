@@ -1,0 +1,234 @@
+"""`planet render` and the builders behind it: children that KServe and Kubernetes accept."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from tests.conftest import EXAMPLES
+
+from planet_operator.api import validation
+from planet_operator.api.resource import LABEL_PIPELINE, LABEL_REVISION
+from planet_operator.builders import children, plan, revision
+from planet_operator.cli import main as cli
+from planet_operator.schemas import strict
+
+MODES = ("knative", "standard")
+
+
+def pipelines() -> list[tuple[str, Any]]:
+    out = []
+    for path in EXAMPLES:
+        for document in yaml.safe_load_all(path.read_text()):
+            out.append((path.name, validation.parse(document)))
+    return out
+
+
+def plans(pipeline: Any, mode: str) -> list[plan.Plan]:
+    """One revision alone, and the same with a canary of a changed checkpoint at 10%."""
+    spec = pipeline.spec
+    rev = revision.revision_of(spec)
+    changed = spec.model_copy(
+        update={"version": "next", "model": spec.model.model_copy(update={"loras": []})}
+    )
+    changed = changed.model_copy(update={"generation": spec.generation.model_copy(update={"steps": 25})})
+    owner = {
+        "apiVersion": "planetgen.io/v1alpha1",
+        "kind": "PlanetPipeline",
+        "name": "x",
+        "uid": "u-1",
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+    alone = plan.single(pipeline.metadata.name, "team-a", spec, rev, mode=mode, owner=owner)
+    canary = plan.Plan(
+        pipeline=pipeline.metadata.name,
+        namespace="team-a",
+        live=changed,
+        mode=mode,
+        owner=owner,
+        stable=plan.Release(revision=rev, spec=spec),
+        canary=plan.Release(revision=revision.revision_of(changed), spec=changed),
+        canary_percent=10,
+    )
+    return [alone, canary]
+
+
+CASES = [(name, p, mode) for name, p in pipelines() for mode in MODES]
+
+
+@pytest.mark.parametrize(("name", "pipeline", "mode"), CASES, ids=[f"{c[0]}-{c[2]}" for c in CASES])
+def test_kserve_children_validate_strictly(kserve_schemas: Path, name: str, pipeline: Any, mode: str) -> None:
+    index = strict.load_crds(kserve_schemas)
+    kinds = set()
+    for deployed in plans(pipeline, mode):
+        for obj in children.build_all(deployed):
+            if obj["apiVersion"].startswith("serving.kserve.io/"):
+                assert index.validate(obj) == [], (obj["kind"], obj["metadata"]["name"])
+                kinds.add(obj["kind"])
+    assert {"InferenceService", "InferenceGraph"} <= kinds
+
+
+@pytest.mark.parametrize(("name", "pipeline", "mode"), CASES[:4], ids=[f"{c[0]}-{c[2]}" for c in CASES[:4]])
+def test_builtin_children_validate_strictly(name: str, pipeline: Any, mode: str) -> None:
+    kubernetes_validate = pytest.importorskip("kubernetes_validate")
+    for deployed in plans(pipeline, mode):
+        for obj in children.build_all(deployed):
+            if not obj["apiVersion"].startswith("serving.kserve.io/"):
+                kubernetes_validate.validate(obj, "1.32.0", strict=True)
+
+
+def test_children_carry_labels_and_owner() -> None:
+    _, pipeline = pipelines()[0]
+    deployed = plans(pipeline, "standard")[0]
+    for obj in children.build_all(deployed):
+        labels = obj["metadata"]["labels"]
+        assert labels[LABEL_PIPELINE] == pipeline.metadata.name
+        assert labels[LABEL_REVISION] == deployed.stable.revision
+        assert obj["metadata"]["ownerReferences"][0]["uid"] == "u-1"
+        assert obj["metadata"]["namespace"] == "team-a"
+
+
+def isvc(objs: list[dict[str, Any]], suffix: str) -> dict[str, Any]:
+    return next(o for o in objs if o["kind"] == "InferenceService" and o["metadata"]["name"].endswith(suffix))
+
+
+def test_knative_canary_uses_canary_traffic_percent() -> None:
+    _, pipeline = next(p for p in pipelines() if p[0] == "ethereal-planets.yaml")
+    alone, canary = plans(pipeline, "knative")
+    stable = isvc(children.build_all(alone), "-generate")
+    assert "canaryTrafficPercent" not in stable["spec"]["predictor"]
+    rolled = isvc(children.build_all(canary), "-generate")
+    assert rolled["spec"]["predictor"]["canaryTrafficPercent"] == 10
+    # Knative: the predictor is the new revision; KServe keeps the rest on latestRolledoutRevision.
+    assert rolled["spec"]["predictor"]["labels"][LABEL_REVISION] == canary.canary.revision  # type: ignore[union-attr]
+    assert rolled["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Knative"
+    assert rolled["spec"]["predictor"]["scaleMetric"] == "concurrency"
+
+
+def test_standard_canary_uses_spec_canary_and_keda() -> None:
+    _, pipeline = next(p for p in pipelines() if p[0] == "ethereal-planets.yaml")
+    _, canary = plans(pipeline, "standard")
+    rolled = isvc(children.build_all(canary), "-generate")
+    assert rolled["spec"]["predictor"]["labels"][LABEL_REVISION] == canary.stable.revision
+    [entry] = rolled["spec"]["canary"]
+    assert entry["trafficPercent"] == 10
+    assert entry["predictor"]["labels"][LABEL_REVISION] == canary.canary.revision  # type: ignore[union-attr]
+    annotations = rolled["metadata"]["annotations"]
+    assert annotations["serving.kserve.io/autoscalerClass"] == "keda"
+    [metric] = rolled["spec"]["predictor"]["autoScaling"]["metrics"]
+    assert "planet_queue_depth" in metric["external"]["metric"]["query"]
+    assert metric["external"]["target"] == {"type": "AverageValue", "averageValue": "4"}
+
+
+def test_graph_feeds_generate_into_upscale() -> None:
+    _, pipeline = next(p for p in pipelines() if p[0] == "ethereal-planets.yaml")
+    graph = next(
+        o for o in children.build_all(plans(pipeline, "standard")[0]) if o["kind"] == "InferenceGraph"
+    )
+    steps = graph["spec"]["nodes"]["root"]["steps"]
+    assert [s["serviceName"] for s in steps] == ["ethereal-planets-generate", "ethereal-planets-upscale"]
+    assert steps[1]["data"] == "$response"
+    assert graph["spec"]["timeout"] > 300
+
+
+def test_predictor_reads_its_revision_config() -> None:
+    _, pipeline = next(p for p in pipelines() if p[0] == "ethereal-planets.yaml")
+    objs = children.build_all(plans(pipeline, "standard")[0])
+    config = next(o for o in objs if o["kind"] == "ConfigMap")
+    generate = isvc(objs, "-generate")["spec"]["predictor"]
+    container = generate["containers"][0]
+    assert container["name"] == "kserve-container"
+    assert "--pipeline-config=/etc/planetgen/generate.json" in container["args"]
+    assert generate["volumes"][0]["configMap"]["name"] == config["metadata"]["name"]
+    document = json.loads(config["data"]["generate.json"])
+    assert document["revision"] == revision.revision_of(pipeline.spec)
+    assert validation.parse_spec(document["spec"]) == pipeline.spec
+
+
+def test_revision_tracks_the_served_model_only() -> None:
+    _, pipeline = pipelines()[0]
+    spec = pipeline.spec
+    rev = revision.revision_of(spec)
+    scaled = spec.model_copy(update={"autoscaling": spec.autoscaling.model_copy(update={"max_replicas": 99})})
+    assert revision.revision_of(scaled) == rev
+    assert revision.engine_key_of(scaled) == revision.engine_key_of(spec)
+    guided = spec.model_copy(
+        update={"generation": spec.generation.model_copy(update={"guidance_scale": 3.0})}
+    )
+    assert revision.revision_of(guided) != rev
+    assert revision.engine_key_of(guided) == revision.engine_key_of(spec), "guidance does not change engines"
+    wider = spec.model_copy(update={"generation": spec.generation.model_copy(update={"width": 1024})})
+    assert revision.engine_key_of(wider) != revision.engine_key_of(spec)
+
+
+# --- the command line ---
+
+
+def run_cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "planet_operator.cli.main", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_render_prints_one_yaml_stream() -> None:
+    result = run_cli("render", "-f", "examples/ethereal-planets.yaml", "--mode", "knative")
+    assert result.returncode == 0, result.stderr
+    kinds = [d["kind"] for d in yaml.safe_load_all(result.stdout) if d]
+    assert kinds == ["ConfigMap", "Job", "InferenceService", "InferenceService", "InferenceGraph"]
+
+
+def test_render_invalid_manifest_exits_2_with_field_paths(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "apiVersion: planetgen.io/v1alpha1\nkind: PlanetPipeline\nmetadata: {name: bad}\n"
+        "spec:\n  model: {base: {uri: hf://a/b}}\n  autoscaling: {minReplicas: 9, maxReplicas: 2}\n"
+        "  engine: {backend: torch, precision: int8}\n"
+    )
+    result = run_cli("render", "-f", str(bad))
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert 'The PlanetPipeline "bad" is invalid' in result.stderr
+    assert (
+        "spec.autoscaling.minReplicas: Invalid value: 9: minReplicas must be <= maxReplicas" in result.stderr
+    )
+    assert "spec.engine.precision" in result.stderr and "torch: fp32, fp16, bf16" in result.stderr
+    assert result.stdout == ""
+
+
+@pytest.mark.parametrize(
+    ("content", "words"),
+    [
+        ("a: [unclosed", "not valid YAML"),
+        ("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n", "expected kind PlanetPipeline"),
+        ("", "no objects found"),
+    ],
+)
+def test_render_bad_files_exit_2(tmp_path: Path, content: str, words: str) -> None:
+    path = tmp_path / "f.yaml"
+    path.write_text(content)
+    result = run_cli("render", "-f", str(path))
+    assert result.returncode == 2 and words in result.stderr and "Traceback" not in result.stderr
+
+
+def test_render_reads_stdin_and_missing_file_is_clear() -> None:
+    text = Path("examples/minimal.yaml").read_text()
+    assert run_cli("render", "-f", "-", stdin=text).returncode == 0
+    missing = run_cli("render", "-f", "nope.yaml")
+    assert missing.returncode == 2 and "cannot read nope.yaml" in missing.stderr
+
+
+def test_crds_command_prints_the_generated_crd(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["crds"]) == 0
+    [crd] = [d for d in yaml.safe_load_all(capsys.readouterr().out) if d]
+    assert crd["metadata"]["name"] == "planetpipelines.planetgen.io"
