@@ -1,0 +1,56 @@
+"""Operator start-up and shutdown: Kopf settings, the shared context, the metrics endpoint."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any, cast
+
+import kopf
+import prometheus_client
+
+from planet_operator.api import resource
+from planet_operator.handlers import options
+from planet_operator.kube import client as kube
+from planet_operator.reconcile.context import Context, Settings
+
+
+def post_event(body: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
+    """A Kubernetes Event about ``body``, posted by Kopf's background poster."""
+    kopf.event(cast(kopf.Body, body), type=type_, reason=reason, message=message[:1024])
+
+
+@kopf.on.startup()
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
+    """Kopf settings and the clients every reconcile shares."""
+    opts = options.current or options.Options.from_env()
+    # Our own finalizer and annotation names, not Kopf's defaults, so users see whose they are.
+    settings.persistence.finalizer = f"{resource.GROUP}/finalizer"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=resource.GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=resource.GROUP, key="last-handled-configuration"
+    )
+    settings.posting.level = logging.INFO
+    # Watches are re-established every few minutes, so a silently dropped connection heals.
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    memo["context"] = Context(
+        client=kube.Client(kube.load_connection()),
+        emit=post_event,
+        settings=Settings(
+            resync_seconds=opts.resync_seconds,
+            namespace_label=opts.namespace_label,
+            min_window_seconds=opts.min_window_seconds,
+        ),
+    )
+    if opts.metrics_port is not None:
+        prometheus_client.start_http_server(opts.metrics_port, addr=opts.metrics_host)
+        logger.info("metrics on %s:%d/metrics", opts.metrics_host, opts.metrics_port)
+
+
+@kopf.on.cleanup()
+async def close(memo: kopf.Memo, **_: Any) -> None:
+    """Close connection pools."""
+    context = memo.get("context")
+    if isinstance(context, Context):
+        await context.close()

@@ -1,0 +1,375 @@
+"""One reconcile of one pipeline: validate ▶ revisions ▶ engines ▶ rollout ▶ apply ▶ status.
+
+Level-based: every call recomputes what should exist from the spec, the persisted status and the
+children, and writes only differences. Running it twice in a row writes nothing the second time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from planet_operator import metrics
+from planet_operator.api import validation
+from planet_operator.api.resource import API_VERSION, KIND
+from planet_operator.api.spec import PlanetPipelineSpec
+from planet_operator.api.status import PlanetPipelineStatus
+from planet_operator.builders import children, engine_job, names, plan, revision
+from planet_operator.kube import apply, resources
+from planet_operator.reconcile import history, observe, report
+from planet_operator.reconcile.context import Context
+from planet_operator.rollout import analysis, machine
+
+Body = Mapping[str, Any]
+_MakePlan = Callable[..., plan.Plan]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Result:
+    """What the caller should do next."""
+
+    #: Seconds until the next reconcile is needed even if nothing changes (None: only on change).
+    requeue_after: float | None
+    phase: str
+    #: The engine key this pipeline waits for, when a build is running.
+    waiting_on: str | None = None
+
+
+@dataclasses.dataclass(kw_only=True)
+class _Pass:
+    """Working state of one reconcile."""
+
+    ctx: Context
+    body: Body
+    observed: observe.Observed
+    spec: PlanetPipelineSpec
+    revision: str
+    status: PlanetPipelineStatus
+    now: str
+    requeue_after: float | None = None
+    building: str = ""
+    build_failed: str = ""
+    waiting_on: str | None = None
+
+    @property
+    def name(self) -> str:
+        return str(self.body["metadata"]["name"])
+
+    @property
+    def namespace(self) -> str:
+        return str(self.body["metadata"].get("namespace") or "default")
+
+    @property
+    def owner(self) -> dict[str, Any]:
+        meta = self.body["metadata"]
+        return {
+            "apiVersion": API_VERSION,
+            "kind": KIND,
+            "name": meta["name"],
+            "uid": meta.get("uid", ""),
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+
+
+async def reconcile(ctx: Context, body: Body, observed: observe.Observed) -> Result:
+    """Bring one pipeline's children and status in line with its spec."""
+    with metrics.RECONCILE_SECONDS.time():
+        return await _reconcile(ctx, body, observed)
+
+
+async def _reconcile(ctx: Context, body: Body, observed: observe.Observed) -> Result:
+    now = ctx.clock()
+    before = report.load_status(body)
+    status = before.model_copy(deep=True)
+    name = str(body["metadata"]["name"])
+
+    # 1. Validate: a bad spec changes nothing but status (and an event says why).
+    try:
+        spec = validation.parse_spec(body.get("spec") or {}, name=name)
+    except validation.InvalidPipeline as exc:
+        status = report.invalid(status, exc, now=now.isoformat(), generation=_generation(body))
+        await report.write(ctx, body, before, status)
+        return Result(requeue_after=None, phase=status.phase)
+
+    work = _Pass(
+        ctx=ctx,
+        body=body,
+        observed=observed,
+        spec=spec,
+        revision=revision.revision_of(spec),
+        status=status,
+        now=now.isoformat(),
+    )
+    # 2. Manual rollback to a stored revision replaces the spec; nothing else happens this pass.
+    commands = machine.commands_from_annotations(body["metadata"].get("annotations"))
+    if commands.rollback_to:
+        await _rollback_to(work, commands.rollback_to)
+        return Result(requeue_after=0.0, phase=work.status.phase)
+
+    # 3. Every served-model change is a revision, stored with its exact spec.
+    await _record_revision(work)
+
+    # 4. Decide what serves: the stable revision and, during a rollout, a canary.
+    deployed = await _plan(work, commands)
+
+    # 5. Apply children (only what differs) and drop the ones the spec no longer wants.
+    if deployed is not None:
+        await _apply(work, deployed)
+
+    # 6. Report.
+    work.status = report.summarise(
+        work.status,
+        spec=spec,
+        revision=work.revision,
+        observed=observed,
+        pipeline=work.name,
+        deployed=deployed is not None,
+        building=work.building,
+        build_failed=work.build_failed,
+        now=work.now,
+        generation=_generation(body),
+    )
+    await report.write(ctx, body, before, work.status)
+    return Result(requeue_after=work.requeue_after, phase=work.status.phase, waiting_on=work.waiting_on)
+
+
+def _generation(body: Body) -> int | None:
+    value = body["metadata"].get("generation")
+    return int(value) if value is not None else None
+
+
+async def _record_revision(work: _Pass) -> None:
+    if work.revision in work.observed.revisions:
+        return
+    stored = history.controller_revision(
+        pipeline=work.name,
+        namespace=work.namespace,
+        revision=work.revision,
+        spec=work.spec,
+        number=history.next_number(work.observed.revisions),
+        owner=work.owner,
+    )
+    await apply.ensure(work.ctx.client, stored)
+    keep = work.spec.rollback.revisions_kept
+    protected = {work.revision, work.status.stable_revision or "", work.status.canary_revision or ""}
+    for old in history.prunable(work.observed.revisions, keep=keep - 1, protected=protected):
+        await work.ctx.client.delete(
+            resources.CONTROLLER_REVISIONS, work.namespace, names.controller_revision(work.name, old)
+        )
+
+
+def _stored_spec(work: _Pass, rev: str) -> PlanetPipelineSpec | None:
+    if rev == work.revision:
+        return work.spec
+    stored = work.observed.revisions.get(rev)
+    if stored is None:
+        return None
+    try:
+        return history.spec_of(stored)
+    except (validation.InvalidPipeline, KeyError, ValueError):
+        return None
+
+
+def _engines(work: _Pass, release: plan.Release) -> tuple[str, str]:
+    """('ready'|'building'|'failed', detail) for a release's engines."""
+    if not revision.needs_engine_build(release.spec):
+        return "ready", ""
+    key = revision.engine_key_of(release.spec)
+    state, reason = observe.job_state(work.observed.jobs.get(key[:63]))
+    if state == "complete":
+        return "ready", ""
+    if state == "failed":
+        return "failed", f"engine build {names.engine_job(key)} failed: {reason}"
+    return "building", f"building engines {key[:12]} ({names.engine_job(key)})"
+
+
+async def _plan(work: _Pass, commands: machine.Commands) -> plan.Plan | None:
+    status, rev = work.status, work.revision
+    stable_rev = status.stable_revision
+    stable_spec = _stored_spec(work, stable_rev) if stable_rev else None
+    make: _MakePlan = functools.partial(
+        plan.Plan, pipeline=work.name, namespace=work.namespace, live=work.spec, owner=work.owner
+    )
+
+    # First deploy (or the stable revision's record is gone): the current revision is all there is.
+    if stable_rev is None or stable_spec is None:
+        target = plan.Release(revision=rev, spec=work.spec)
+        state, detail = _engines(work, target)
+        await _ensure_job(work, target, state)
+        if state != "ready":
+            work.building, work.build_failed = (detail, "") if state == "building" else ("", detail)
+            return None
+        status.stable_revision = rev
+        status.history = history.begin(status.history, revision=rev, version=work.spec.version, now=work.now)
+        return make(stable=target)
+
+    stable = plan.Release(revision=stable_rev, spec=stable_spec)
+    # The spec is back on the stable revision: any canary in flight is dropped.
+    if rev == stable_rev:
+        if status.canary_revision:
+            _end_canary(work, result="Superseded", reason="spec returned to the stable revision")
+        return make(stable=stable)
+
+    # A revision that was rolled back or aborted stays off until the spec changes again.
+    if status.canary_revision != rev and history.last_result(status.history, rev) in (
+        "RolledBack",
+        "Aborted",
+    ):
+        if status.canary_revision:
+            _end_canary(work, result="Superseded", reason=f"replaced by {rev}")
+        work.status.phase = "RolledBack"
+        return make(stable=stable)
+
+    canary = plan.Release(revision=rev, spec=work.spec)
+    if status.canary_revision and status.canary_revision != rev:
+        _end_canary(work, result="Superseded", reason=f"replaced by {rev}")
+    state, detail = _engines(work, canary)
+    await _ensure_job(work, canary, state)
+    if state != "ready":
+        # Engines first: the stable revision keeps all traffic meanwhile.
+        work.building, work.build_failed = (detail, "") if state == "building" else ("", detail)
+        return make(stable=stable)
+    return await _rollout(work, commands, make=make, stable=stable, canary=canary)
+
+
+async def _ensure_job(work: _Pass, release: plan.Release, state: str) -> None:
+    if state == "building":
+        work.waiting_on = revision.engine_key_of(release.spec)[:63]
+        desired = engine_job.engine_job(
+            plan.single(work.name, work.namespace, release.spec, release.revision, owner=work.owner), release
+        )
+        live = work.observed.jobs.get(revision.engine_key_of(release.spec)[:63])
+        await apply.ensure(work.ctx.client, desired, live=dict(live) if live else None)
+
+
+async def _rollout(
+    work: _Pass, commands: machine.Commands, *, make: _MakePlan, stable: plan.Release, canary: plan.Release
+) -> plan.Plan:
+    status, spec, ctx = work.status, work.spec, work.ctx
+    now = ctx.clock()
+    if status.canary_revision != canary.revision:
+        status.canary_revision = canary.revision
+        status.rollout = None
+        status.history = history.begin(
+            status.history, revision=canary.revision, version=spec.version, now=work.now
+        )
+        ctx.emit(
+            work.body,
+            "Normal",
+            "RolloutStarted",
+            f"canary {canary.revision} against stable {stable.revision}",
+        )
+        metrics.ROLLOUTS.labels(result="started").inc()
+
+    result = None
+    if machine.analysis_due(spec=spec.rollout, state=status.rollout, now=now):
+        address = spec.rollout.analysis.prometheus_address or spec.autoscaling.prometheus_address
+        target = analysis.Target(
+            pipeline=work.name,
+            revision=canary.revision,
+            namespace=work.namespace if ctx.settings.namespace_label else None,
+        )
+        result = await analysis.analyse(
+            client=ctx.prometheus(address),
+            spec=spec.rollout.analysis,
+            target=target,
+            now=now,
+            min_window_seconds=ctx.settings.min_window_seconds,
+        )
+    decision = machine.decide(
+        spec=spec.rollout,
+        rollback=spec.rollback,
+        state=status.rollout,
+        now=now,
+        analysis=result,
+        commands=commands,
+    )
+    if decision.handled:
+        await _clear_annotations(work, decision.handled)
+
+    if decision.outcome == "promote":
+        status.stable_revision = canary.revision
+        _end_canary(work, result="Promoted", reason=decision.reason)
+        ctx.emit(work.body, "Normal", "Promoted", f"{canary.revision} promoted: {decision.reason}")
+        metrics.ROLLOUTS.labels(result="promoted").inc()
+        return make(stable=canary)
+    if decision.outcome in ("rollback", "abort"):
+        result_name = "RolledBack" if decision.outcome == "rollback" else "Aborted"
+        _end_canary(work, result=result_name, reason=decision.reason)
+        work.status.phase = "RolledBack"
+        ctx.emit(work.body, "Warning", result_name, f"{canary.revision}: {decision.reason}")
+        metrics.ROLLBACKS.labels(kind="automatic" if decision.outcome == "rollback" else "abort").inc()
+        return make(stable=stable)
+
+    status.rollout = decision.state
+    weight = machine.canary_weight(spec=spec.rollout, state=decision.state)
+    status.traffic_percent = weight
+    wait = machine.requeue_after(spec=spec.rollout, state=decision.state, now=now)
+    work.requeue_after = max(wait, 0.5)
+    return make(stable=stable, canary=canary, canary_percent=weight)
+
+
+def _end_canary(work: _Pass, *, result: str, reason: str) -> None:
+    status = work.status
+    if status.canary_revision:
+        status.history = history.finish(
+            status.history, revision=status.canary_revision, result=result, reason=reason, now=work.now
+        )
+    status.canary_revision = None
+    status.rollout = None
+    status.traffic_percent = None
+    status.conditions = report.rollout_ended(status, result=result, reason=reason, now=work.now)
+
+
+async def _clear_annotations(work: _Pass, keys: tuple[str, ...]) -> None:
+    patch = {"metadata": {"annotations": dict.fromkeys(keys)}}
+    await work.ctx.client.patch(resources.PIPELINES, work.namespace, work.name, patch)
+
+
+async def _rollback_to(work: _Pass, target: str) -> None:
+    """Restore ``target``'s exact spec and serve it at once (no canary: it served before)."""
+    stored = work.observed.revisions.get(target)
+    spec = history.spec_of(stored) if stored is not None else None
+    if spec is None:
+        work.ctx.emit(
+            work.body, "Warning", "UnknownRevision", f"rollback-to {target}: no such revision is stored"
+        )
+        await _clear_annotations(work, (machine.ROLLBACK_TO,))
+        return
+    before = work.status.model_copy(deep=True)
+    status = work.status
+    if status.canary_revision and status.canary_revision != target:
+        _end_canary(work, result="Aborted", reason=f"rollback to {target} requested")
+    if status.stable_revision != target:
+        status.history = history.begin(status.history, revision=target, version=spec.version, now=work.now)
+        status.history = history.finish(
+            status.history, revision=target, result="Promoted", reason="manual rollback", now=work.now
+        )
+    status.stable_revision = target
+    status.phase = "RolledBack"
+    # Status first: if the operator dies before the spec patch, the annotation is still there and
+    # the next pass redoes this idempotently.
+    await report.write(work.ctx, work.body, before, status)
+    restored = spec.model_dump(mode="json", by_alias=True, exclude_none=True)
+    patch = {"spec": restored, "metadata": {"annotations": {machine.ROLLBACK_TO: None}}}
+    await work.ctx.client.patch(resources.PIPELINES, work.namespace, work.name, patch)
+    work.ctx.emit(work.body, "Normal", "RolledBack", f"spec restored to revision {target}")
+    metrics.ROLLBACKS.labels(kind="manual").inc()
+
+
+async def _apply(work: _Pass, deployed: plan.Plan) -> None:
+    desired = children.build_all(deployed, include_job=False)
+    live_by_kind = {
+        "InferenceService": work.observed.services,
+        "InferenceGraph": work.observed.graphs,
+    }
+    for obj in desired:
+        live = live_by_kind.get(obj["kind"], {}).get(obj["metadata"]["name"])
+        await apply.ensure(work.ctx.client, obj, live=dict(live) if live else None)
+    wanted = {o["metadata"]["name"] for o in desired if o["kind"] == "InferenceService"}
+    for name in work.observed.services:
+        if name not in wanted:
+            await work.ctx.client.delete(resources.INFERENCE_SERVICES, work.namespace, name)

@@ -1,0 +1,83 @@
+"""What the children say: readiness, URLs and build results, read from raw objects."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from planet_operator.api import resource
+
+Body = Mapping[str, Any]
+JobState = Literal["missing", "running", "complete", "failed"]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Observed:
+    """A snapshot of one pipeline's children (from Kopf indexes, or listed in tests)."""
+
+    services: Mapping[str, Body] = dataclasses.field(default_factory=dict)
+    graphs: Mapping[str, Body] = dataclasses.field(default_factory=dict)
+    #: Build Jobs of the namespace by engine key: shared across pipelines.
+    jobs: Mapping[str, Body] = dataclasses.field(default_factory=dict)
+    #: ControllerRevisions of this pipeline by revision.
+    revisions: Mapping[str, Body] = dataclasses.field(default_factory=dict)
+
+
+def condition(body: Body | None, type: str) -> Mapping[str, Any] | None:
+    """A status condition of a child."""
+    if not body:
+        return None
+    for item in (body.get("status") or {}).get("conditions") or []:
+        if item.get("type") == type:
+            return dict(item)
+    return None
+
+
+def is_ready(body: Body | None) -> bool:
+    """Ready=True for the current generation of the object."""
+    ready = condition(body, "Ready")
+    if body is None or ready is None or ready.get("status") != "True":
+        return False
+    observed = (body.get("status") or {}).get("observedGeneration")
+    generation = (body.get("metadata") or {}).get("generation")
+    return observed is None or generation is None or observed >= generation
+
+
+def not_ready_reason(body: Body | None) -> str:
+    """Why a child is not ready, in its own words when it gave any."""
+    if body is None:
+        return "not created yet"
+    ready = condition(body, "Ready")
+    if ready is None:
+        return "no status yet"
+    return str(ready.get("message") or ready.get("reason") or "not ready")
+
+
+def url(body: Body | None) -> str | None:
+    """``status.url`` of a KServe object."""
+    if not body:
+        return None
+    value = (body.get("status") or {}).get("url")
+    return str(value) if value else None
+
+
+def job_state(job: Body | None) -> tuple[JobState, str]:
+    """A Job's outcome and, when it failed, the Job's own reason."""
+    if job is None:
+        return "missing", ""
+    for item in (job.get("status") or {}).get("conditions") or []:
+        if item.get("status") != "True":
+            continue
+        if item.get("type") == "Complete":
+            return "complete", ""
+        if item.get("type") == "Failed":
+            reason = item.get("reason") or "Failed"
+            message = item.get("message") or ""
+            return "failed", f"{reason}: {message}" if message else str(reason)
+    return "running", ""
+
+
+def engine_key_label(job: Body) -> str:
+    """The (truncated) engine key a build Job carries."""
+    return str(((job.get("metadata") or {}).get("labels") or {}).get(resource.LABEL_ENGINE_KEY, ""))
