@@ -91,15 +91,17 @@ def _needs_sdxl(spec: api.PlanetPipelineSpec) -> bool:
 
 
 def _queue_depth_metric(plan: Plan, scaling: api.AutoscalingSpec, component: str) -> dict[str, Any]:
+    selector = f'namespace="{plan.namespace}",pipeline="{plan.pipeline}",component="{component}"'
+    # Queued plus in flight: a queue that is empty only because every replica is busy still needs
+    # them all (bench/autoscaling_sim.py: queue-only scaling thrashed to 1 replica under steady load).
     query = (
-        f'sum(planet_queue_depth{{namespace="{plan.namespace}",pipeline="{plan.pipeline}",'
-        f'component="{component}"}})'
+        f"sum(planet_queue_depth{{{selector}}}) + (sum(planet_inflight_requests{{{selector}}}) or vector(0))"
     )
     return {
         "type": "External",
         "external": {
             "metric": {"backend": "prometheus", "serverAddress": scaling.prometheus_address, "query": query},
-            # AverageValue: replicas = ceil(total queue / target per replica), what queue scaling means.
+            # AverageValue: replicas = ceil(total / target per replica), which is what queue scaling means.
             "target": {"type": "AverageValue", "averageValue": str(scaling.target_queue_depth)},
         },
     }

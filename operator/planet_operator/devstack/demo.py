@@ -1,0 +1,204 @@
+"""``planet demo`` (``make demo``): the product end to end on one machine, with progress as it goes.
+
+Starts the local stack, ``kubectl apply``s the reference pipeline, waits for Ready, sends
+structured-prompt requests through the pipeline's endpoint (generate ▶ upscale chain), writes the
+raw and final images to ``out/`` and prints what happened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import dataclasses
+import io
+import json
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from PIL import Image
+from rich.console import Console
+from rich.table import Table
+
+from planet_operator.api import resource
+from planet_operator.devstack.stack import LocalStack, StackOptions
+from planet_operator.kube import resources
+from planet_operator.kube.client import Client, Connection, NotFound
+
+#: Structured prompts: color ▶ atmosphere ▶ moons ▶ sky, as the reference workload writes them.
+PROMPTS: tuple[dict[str, str], ...] = (
+    {"color": "deep blue", "atmosphere": "frosted cloudy zones", "moons": "no moons",
+     "sky": "distant stars dark sky"},
+    {"color": "crimson", "atmosphere": "glowing magma cracks", "moons": "two moons",
+     "sky": "colorful nebula"},
+    {"color": "emerald", "atmosphere": "auroral rings", "moons": "one small moon", "sky": "binary sunrise"},
+    {"color": "pale gold", "atmosphere": "swirling storm bands", "moons": "a shattered moon ring",
+     "sky": "galactic core glow"},
+)  # fmt: skip
+
+
+@dataclasses.dataclass(kw_only=True)
+class DemoOptions:
+    """What the demo does."""
+
+    manifest: Path = Path("examples/ethereal-planets.yaml")
+    out: Path = Path("out")
+    requests: int = 3
+    steps: int = 4
+    timeout: float = 480.0
+    stack: StackOptions = dataclasses.field(default_factory=StackOptions)
+
+
+@dataclasses.dataclass(kw_only=True)
+class Outcome:
+    """One request's result."""
+
+    prompt: dict[str, str]
+    seed: int
+    seconds: float
+    raw: Path | None = None
+    raw_size: tuple[int, int] | None = None
+    final: Path | None = None
+    final_size: tuple[int, int] | None = None
+    error: str = ""
+
+
+async def run(options: DemoOptions, console: Console) -> int:
+    """The whole demo; 0 when every request produced images."""
+    started = time.monotonic()
+    async with LocalStack(options.stack) as stack:
+        console.print(f"[bold]local stack up[/]: API server {stack.server.url}, gateway {stack.gateway_url}")
+        console.print(f"  kubeconfig: {stack.kubeconfig}  (kubectl --kubeconfig {stack.kubeconfig} get pp)")
+        name, namespace = apply(stack, options.manifest, console)
+        client = Client(Connection(server=stack.server.url))
+        try:
+            status = await wait_ready(client, namespace, name, options.timeout, console)
+            url = str(status["url"])
+            console.print(f"[green]Ready[/] in {time.monotonic() - started:.0f}s: {url}")
+            outcomes = await send_requests(client, url, namespace, name, options, console)
+        finally:
+            await client.close()
+        print_summary(outcomes, options, console, elapsed=time.monotonic() - started)
+        return 0 if all(not o.error for o in outcomes) else 1
+
+
+def apply(stack: LocalStack, manifest: Path, console: Console) -> tuple[str, str]:
+    """``kubectl apply`` (the user's path), or the API directly where kubectl is not installed."""
+    import yaml
+
+    document = yaml.safe_load(manifest.read_text())
+    name = document["metadata"]["name"]
+    namespace = document["metadata"].get("namespace", "default")
+    kubectl = shutil.which("kubectl")
+    if kubectl:
+        command = [kubectl, "--kubeconfig", str(stack.kubeconfig), "apply", "-f", str(manifest)]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+        if result.returncode != 0:
+            raise RuntimeError(f"kubectl apply failed: {result.stderr.strip()}")
+        console.print(f"$ kubectl apply -f {manifest}\n{result.stdout.strip()}")
+    else:
+        from kubernetes import client
+
+        configuration = client.Configuration(host=stack.server.url)
+        with client.ApiClient(configuration) as api:
+            client.CustomObjectsApi(api).create_namespaced_custom_object(
+                resource.GROUP, resource.VERSION, namespace, resource.PLURAL, document
+            )
+        console.print(f"applied {manifest} (kubectl not installed: used the API directly)")
+    return name, namespace
+
+
+async def wait_ready(
+    client: Client, namespace: str, name: str, seconds: float, console: Console
+) -> dict[str, Any]:
+    """Follow the pipeline's phase until Ready, printing each change."""
+    deadline = time.monotonic() + seconds
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            body = await client.get(resources.PIPELINES, namespace, name)
+        except NotFound:
+            body = {}
+        status = body.get("status") or {}
+        phase = status.get("phase")
+        if phase != last:
+            ready: dict[str, Any] = next(
+                (c for c in status.get("conditions", []) if c.get("type") == "Ready"), {}
+            )
+            console.print(f"  phase {phase or 'Pending'}: {ready.get('message', '')}")
+            last = phase
+        if phase == "Ready" and status.get("url"):
+            return dict(status)
+        if phase in ("Failed", "Degraded"):
+            raise RuntimeError(f"pipeline {name} is {phase}: {status.get('conditions')}")
+        await asyncio.sleep(1.0)
+    raise TimeoutError(f"pipeline {name} not Ready after {seconds:.0f}s (last phase {last})")
+
+
+async def send_requests(
+    client: Client, url: str, namespace: str, name: str, options: DemoOptions, console: Console
+) -> list[Outcome]:
+    """Raw images from the generate service, final ones through the graph; same seed, same picture."""
+    options.out.mkdir(parents=True, exist_ok=True)
+    generate = await client.get(resources.INFERENCE_SERVICES, namespace, f"{name}-generate")
+    generate_url = f"{generate['status']['url']}/v1/models/{name}-generate:predict"
+    outcomes = []
+    timeout = aiohttp.ClientTimeout(total=options.timeout)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        for index in range(options.requests):
+            prompt = PROMPTS[index % len(PROMPTS)]
+            seed = 1000 + index
+            instance = {"prompt": prompt, "seed": seed, "steps": options.steps, "lane": "final"}
+            body = {"instances": [instance]}
+            outcome = Outcome(prompt=prompt, seed=seed, seconds=0.0)
+            t0 = time.monotonic()
+            try:
+                raw = await _post(session, generate_url, body)
+                outcome.raw, outcome.raw_size = _save(raw, options.out / f"planet-{index + 1}-raw")
+                final = await _post(session, url, body)
+                outcome.final, outcome.final_size = _save(final, options.out / f"planet-{index + 1}-final")
+            except (aiohttp.ClientError, TimeoutError, RuntimeError, KeyError, ValueError) as exc:
+                outcome.error = str(exc)[:200]
+            outcome.seconds = time.monotonic() - t0
+            state = "[red]failed[/]" if outcome.error else "[green]ok[/]"
+            console.print(
+                f"  request {index + 1}/{options.requests} {state} in {outcome.seconds:.1f}s: {prompt}"
+            )
+            outcomes.append(outcome)
+    return outcomes
+
+
+async def _post(session: aiohttp.ClientSession, url: str, body: dict[str, Any]) -> dict[str, Any]:
+    async with session.post(url, json=body) as reply:
+        text = await reply.text()
+        if reply.status != 200:
+            raise RuntimeError(f"{url}: HTTP {reply.status}: {text[:300]}")
+        return dict(json.loads(text))
+
+
+def _save(response: dict[str, Any], stem: Path) -> tuple[Path, tuple[int, int]]:
+    prediction = response["predictions"][0]
+    data = base64.b64decode(prediction["image"])
+    fmt = prediction.get("format", "png")
+    path = stem.with_suffix(f".{fmt}")
+    path.write_bytes(data)
+    with Image.open(io.BytesIO(data)) as image:
+        return path, image.size
+
+
+def print_summary(outcomes: list[Outcome], options: DemoOptions, console: Console, *, elapsed: float) -> None:
+    """One row per request."""
+    table = Table(title=f"planetgen demo: {len(outcomes)} requests, {elapsed:.0f}s in all")
+    for column in ("#", "prompt", "seed", "latency", "raw", "final", "files"):
+        table.add_column(column)
+    for index, o in enumerate(outcomes, 1):
+        prompt = ", ".join(o.prompt.values())
+        raw = f"{o.raw_size[0]}x{o.raw_size[1]}" if o.raw_size else "-"
+        final = f"{o.final_size[0]}x{o.final_size[1]}" if o.final_size else "-"
+        files = " ".join(str(p) for p in (o.raw, o.final) if p) or f"[red]{o.error}[/]"
+        table.add_row(str(index), prompt, str(o.seed), f"{o.seconds:.1f}s", raw, final, files)
+    console.print(table)
+    console.print(f"images in {options.out.resolve()}; logs in {options.stack.state_dir.resolve()}")
