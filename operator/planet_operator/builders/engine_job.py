@@ -7,7 +7,7 @@ from typing import Any
 from planet_operator.api import resource
 from planet_operator.builders import meta, names
 from planet_operator.builders.plan import Plan, Release
-from planet_operator.builders.revision import engine_key_of
+from planet_operator.builders.revision import engine_key_of, upscaler_uris
 
 CACHE_DIR = "/cache"
 
@@ -41,11 +41,8 @@ def engine_job(plan: Plan, release: Release) -> dict[str, Any]:
             args += ["--lora", f"{lora.uri}:{lora.scale}"]
     if spec.engine.gpu_product:
         args += ["--gpu-product", spec.engine.gpu_product]
-    if spec.upscale is not None:
-        for stage in spec.upscale.stages:
-            source = stage.model or spec.upscale.model
-            if stage.type == "upscale" and source is not None:
-                args += ["--upscaler", source.uri]
+    for uri in upscaler_uris(spec):
+        args += ["--upscaler", uri]
     job_meta = meta.object_meta(plan, name=names.engine_job(key), release=release, component="engine-build")
     job_meta["labels"][resource.LABEL_ENGINE_KEY] = key[:63]
     pod: dict[str, Any] = {

@@ -13,7 +13,7 @@ from typing import Any
 from planet_operator.api import spec as api
 from planet_operator.builders import config, meta, names
 from planet_operator.builders.plan import Plan, Release, effective_spec
-from planet_operator.builders.revision import engine_key_of, needs_engine_build
+from planet_operator.builders.revision import engine_key_of, needs_engine_build, upscaler_uris
 
 HTTP_PORT = 8080
 MODEL_DIR = "/mnt/models"
@@ -70,7 +70,11 @@ def _predictor(plan: Plan, release: Release, component: str, *, name: str) -> di
     }
     uris = [{"uri": spec.model.base.uri, "mountPath": MODEL_DIR}]
     uris += [{"uri": lora.uri, "mountPath": f"/mnt/loras/{lora.name}"} for lora in spec.model.loras]
-    if component == names.GENERATE or _needs_sdxl(spec):
+    if component == names.UPSCALE:
+        uris = (uris if _needs_sdxl(spec) else []) + [
+            {"uri": uri, "mountPath": names.upscaler_dir(uri)} for uri in upscaler_uris(spec)
+        ]
+    if uris:
         predictor["storageUris"] = uris
     if plan.deployment_mode == "knative":
         # KPA: a replica takes as many requests as its lanes can run at once; more wait in Knative's queue.
@@ -119,6 +123,8 @@ def _container(
     ]
     if component == names.GENERATE or _needs_sdxl(spec):
         args.append(f"--model-dir={MODEL_DIR}")
+    if component == names.UPSCALE:
+        args.append(f"--upscaler-root={names.UPSCALER_ROOT}")
     if needs_engine_build(spec):
         args.append(f"--engine-dir={ENGINE_DIR}/{engine_key_of(spec)}")
     for lora in spec.model.loras:

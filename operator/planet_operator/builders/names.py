@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 from planet_operator.api import resource
 
 GENERATE = "generate"
@@ -36,6 +38,15 @@ def engine_job(engine_key: str) -> str:
 def controller_revision(pipeline: str, revision: str) -> str:
     """The apps/v1 ControllerRevision that stores a revision's spec."""
     return f"{pipeline}-{revision}"
+
+
+#: Where upscaler checkpoints are mounted in the upscale predictor (KServe storage initializer).
+UPSCALER_ROOT = "/mnt/upscalers"
+
+
+def upscaler_dir(uri: str) -> str:
+    """The mount folder of the upscaler checkpoint at ``uri``; the predictor uses the same function."""
+    return f"{UPSCALER_ROOT}/{hashlib.sha256(uri.encode()).hexdigest()[:12]}"
 
 
 def labels(pipeline: str, revision: str, component: str | None = None) -> dict[str, str]:

@@ -44,12 +44,6 @@ def model_hash(spec: PlanetPipelineSpec) -> str:
 
 def engine_key_of(spec: PlanetPipelineSpec) -> str:
     """The engine cache key for this spec (the same function the builder uses)."""
-    upscalers: list[str] = []
-    if spec.upscale is not None:
-        for stage in spec.upscale.stages:
-            source = stage.model or spec.upscale.model
-            if stage.type == "upscale" and source is not None:
-                upscalers.append(source.uri)
     return cache_key.engine_key(
         base_uri=spec.model.base.uri,
         base_revision=spec.model.base.revision,
@@ -61,8 +55,20 @@ def engine_key_of(spec: PlanetPipelineSpec) -> str:
         batch_sizes=spec.engine.batch_sizes,
         gpu_product=spec.engine.gpu_product,
         tensorrt_version=spec.engine.tensorrt_version,
-        upscaler_uris=upscalers,
+        upscaler_uris=upscaler_uris(spec),
     )
+
+
+def upscaler_uris(spec: PlanetPipelineSpec) -> list[str]:
+    """Every distinct upscaler checkpoint the chain uses, in stage order."""
+    if spec.upscale is None:
+        return []
+    found: list[str] = []
+    for stage in spec.upscale.stages:
+        source = stage.model or spec.upscale.model
+        if stage.type == "upscale" and source is not None and source.uri not in found:
+            found.append(source.uri)
+    return found
 
 
 def needs_engine_build(spec: PlanetPipelineSpec) -> bool:

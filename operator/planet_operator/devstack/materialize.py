@@ -16,7 +16,10 @@ from pathlib import Path
 from typing import Any
 
 #: Flags dropped because their inputs do not exist on a laptop (weights, LoRAs, GPU engines).
-_DROPPED = ("--model-dir", "--engine-dir", "--lora", "--http_port", "--grpc_port", "--backend", "--preset")
+_DROPPED = (
+    "--model-dir", "--engine-dir", "--lora", "--http_port", "--grpc_port", "--backend", "--preset",
+    "--upscaler-root",
+)  # fmt: skip
 
 
 def revision_name(service: str, predictor: Mapping[str, Any]) -> str:

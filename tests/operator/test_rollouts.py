@@ -1,0 +1,245 @@
+"""Canary rollouts end to end: the real operator, a real Prometheus, and metrics the test controls."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client
+from tests.operator.cluster import GROUP, PLURAL, VERSION, Operator, cluster, pipeline, wait_for
+
+from planet_operator.testing.fake_kserve import StatusWriter
+from planet_operator.testing.prometheus import MetricsFeed, Profile, PrometheusServer
+
+__all__ = ["cluster"]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        shutil.which("prometheus") is None, reason="needs the prometheus binary (apt install prometheus)"
+    ),
+]
+NS = "default"
+HEALTHY = Profile(latency=0.8)
+ERRORING = Profile(latency=0.8, errors=0.3)
+SLOW = Profile(latency=45.0)
+
+
+@pytest.fixture
+def feed() -> Iterator[MetricsFeed]:
+    with MetricsFeed(pipeline="moons") as running:
+        yield running
+
+
+@pytest.fixture
+def prom(feed: MetricsFeed, tmp_path: Path) -> Iterator[PrometheusServer]:
+    with PrometheusServer(targets=[f"127.0.0.1:{feed.port}"], workdir=tmp_path / "prometheus") as server:
+        yield server
+
+
+@pytest.fixture
+def env(
+    cluster: tuple[client.ApiClient, Path], tmp_path: Path
+) -> Iterator[tuple[client.ApiClient, Operator]]:
+    api, kubeconfig = cluster
+    running = Operator(kubeconfig, tmp_path / "operator.log")
+    running.start()
+    with StatusWriter(api):
+        yield api, running
+    running.stop()
+
+
+def spec_for(prom: PrometheusServer, **overrides: Any) -> dict[str, Any]:
+    body = pipeline("moons")
+    body["spec"]["rollout"] = {
+        "steps": [{"weight": 20, "pause": {"duration": "2s"}}, {"weight": 60, "pause": {"duration": "2s"}}],
+        "analysis": {
+            "interval": "2s",
+            "maxErrorRate": 0.05,
+            "maxP95LatencySeconds": 20,
+            "maxQueueSeconds": 10,
+            "failureLimit": 1,
+            "inconclusiveLimit": 20,
+            "prometheusAddress": prom.url,
+        },
+    }
+    body["spec"].update(overrides)
+    return body
+
+
+def custom(api: client.ApiClient) -> client.CustomObjectsApi:
+    return client.CustomObjectsApi(api)
+
+
+def status(api: client.ApiClient) -> dict[str, Any]:
+    return custom(api).get_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, "moons").get("status") or {}  # type: ignore[no-any-return]
+
+
+def deploy_v1(api: client.ApiClient, operator: Operator, prom: PrometheusServer, feed: MetricsFeed) -> str:
+    custom(api).create_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, spec_for(prom))
+    first = wait_for(
+        "v1 Ready",
+        lambda: status(api).get("phase") == "Ready" and status(api)["stableRevision"],
+        log=operator,
+    )
+    feed.profiles[first] = HEALTHY
+    return str(first)
+
+
+def start_canary(
+    api: client.ApiClient, operator: Operator, feed: MetricsFeed, profile: Profile, guidance: float = 3.0
+) -> str:
+    custom(api).patch_namespaced_custom_object(
+        GROUP,
+        VERSION,
+        NS,
+        PLURAL,
+        "moons",
+        {"spec": {"version": f"g{guidance}", "generation": {"guidanceScale": guidance}}},
+    )
+    canary = wait_for("canary", lambda: status(api).get("canaryRevision"), log=operator)
+    feed.profiles[canary] = profile
+    return str(canary)
+
+
+def generate_isvc(api: client.ApiClient) -> dict[str, Any]:
+    return custom(api).get_namespaced_custom_object(  # type: ignore[no-any-return]
+        "serving.kserve.io", "v1beta1", NS, "inferenceservices", "moons-generate"
+    )
+
+
+def events(api: client.ApiClient, reason: str) -> list[Any]:
+    return [
+        e
+        for e in client.CoreV1Api(api).list_namespaced_event(NS).items
+        if e.involved_object.name == "moons" and e.reason == reason
+    ]
+
+
+def test_healthy_canary_is_promoted_through_every_step(
+    env: Any, prom: PrometheusServer, feed: MetricsFeed
+) -> None:
+    api, operator = env
+    first = deploy_v1(api, operator, prom, feed)
+    canary = start_canary(api, operator, feed, HEALTHY)
+    seen: set[int] = set()
+    entries: list[int] = []
+
+    def promoted() -> bool:
+        s = status(api)
+        if s.get("trafficPercent") is not None:
+            seen.add(s["trafficPercent"])
+            isvc = generate_isvc(api)
+            entries.extend(c["trafficPercent"] for c in isvc["spec"].get("canary", []))
+        return s.get("stableRevision") == canary and s.get("phase") == "Ready"
+
+    wait_for("promotion", promoted, timeout=90, log=operator)
+    assert seen >= {20, 60}, seen
+    assert 20 in entries, "Standard mode: the canary's share is in spec.canary[]"
+    final = status(api)
+    assert [(h["revision"], h["result"]) for h in final["history"]] == [
+        (first, "Promoted"),
+        (canary, "Promoted"),
+    ]
+    assert "canary" not in generate_isvc(api)["spec"]
+    assert events(api, "Promoted")
+
+
+@pytest.mark.parametrize(("profile", "metric"), [(ERRORING, "error_rate"), (SLOW, "p95_latency")])
+def test_bad_canary_is_rolled_back(
+    env: Any, prom: PrometheusServer, feed: MetricsFeed, profile: Profile, metric: str
+) -> None:
+    api, operator = env
+    first = deploy_v1(api, operator, prom, feed)
+    canary = start_canary(api, operator, feed, profile)
+    final = wait_for(
+        "rollback", lambda: status(api).get("phase") == "RolledBack" and status(api), timeout=60, log=operator
+    )
+    assert final["stableRevision"] == first
+    assert "canaryRevision" not in final
+    rollout = next(c for c in final["conditions"] if c["type"] == "RolloutProgressing")
+    assert rollout["reason"] == "RolledBack"
+    assert metric in rollout["message"], rollout["message"]
+    assert final["history"][-1]["revision"] == canary
+    assert final["history"][-1]["result"] == "RolledBack"
+    wait_for("traffic back on stable", lambda: "canary" not in generate_isvc(api)["spec"], log=operator)
+    assert any(metric in e.message for e in events(api, "RolledBack"))
+
+
+def test_manual_rollback_restores_the_exact_spec(env: Any, prom: PrometheusServer, feed: MetricsFeed) -> None:
+    api, operator = env
+    first = deploy_v1(api, operator, prom, feed)
+    original = custom(api).get_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, "moons")["spec"]
+    canary = start_canary(api, operator, feed, HEALTHY)
+    wait_for("promotion", lambda: status(api).get("stableRevision") == canary, timeout=90, log=operator)
+
+    custom(api).patch_namespaced_custom_object(
+        GROUP,
+        VERSION,
+        NS,
+        PLURAL,
+        "moons",
+        {"metadata": {"annotations": {"planetgen.io/rollback-to": first}}},
+    )
+
+    def restored() -> Any:
+        body = custom(api).get_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, "moons")
+        s = body.get("status") or {}
+        annotations = body["metadata"].get("annotations") or {}
+        return s.get("stableRevision") == first and "planetgen.io/rollback-to" not in annotations and body
+
+    body = wait_for("rollback", restored, log=operator)
+    assert body["spec"] == original
+    labels = generate_isvc(api)["spec"]["predictor"]["labels"]
+    wait_for(
+        "v1 serves",
+        lambda: generate_isvc(api)["spec"]["predictor"]["labels"]["planetgen.io/revision"] == first,
+        log=operator,
+    )
+    del labels
+
+
+def test_operator_restart_mid_rollout_resumes_at_the_same_step(
+    env: Any, prom: PrometheusServer, feed: MetricsFeed
+) -> None:
+    api, operator = env
+    deploy_v1(api, operator, prom, feed)
+    # An indefinite pause on the first step: the rollout must still be there after a restart.
+    custom(api).patch_namespaced_custom_object(
+        GROUP,
+        VERSION,
+        NS,
+        PLURAL,
+        "moons",
+        {
+            "spec": {
+                "rollout": {
+                    "steps": [{"weight": 30, "pause": {}}, {"weight": 70, "pause": {"duration": "2s"}}]
+                }
+            }
+        },
+    )
+    canary = start_canary(api, operator, feed, HEALTHY)
+    wait_for("step 1 at 30%", lambda: status(api).get("trafficPercent") == 30, log=operator)
+    operator.kill()
+    time.sleep(1.0)
+    operator.start()
+    time.sleep(4.0)
+    s = status(api)
+    assert s["canaryRevision"] == canary and s["trafficPercent"] == 30, "no step lost or skipped"
+    custom(api).patch_namespaced_custom_object(
+        GROUP, VERSION, NS, PLURAL, "moons", {"metadata": {"annotations": {"planetgen.io/resume": "true"}}}
+    )
+    custom(api).patch_namespaced_custom_object(
+        GROUP, VERSION, NS, PLURAL, "moons", {"metadata": {"annotations": {"planetgen.io/promote": "true"}}}
+    )
+    wait_for(
+        "promotion after restart",
+        lambda: status(api).get("stableRevision") == canary,
+        timeout=60,
+        log=operator,
+    )
+    assert [h["result"] for h in status(api)["history"]] == ["Promoted", "Promoted"]
