@@ -8,11 +8,13 @@ four blocks so its scale factor is 8, like the real one.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import random
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -49,13 +51,14 @@ def ensure(root: Path) -> Path:
     return target
 
 
-def build_pipeline() -> object:
+def build_pipeline() -> Any:
     """Build the pipeline in memory (random weights seeded with :data:`SEED`)."""
-    from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    import diffusers as _diffusers
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
+    diffusers: Any = _diffusers  # untyped library
     torch.manual_seed(SEED)
-    unet = UNet2DConditionModel(
+    unet = diffusers.UNet2DConditionModel(
         block_out_channels=(32, 64),
         layers_per_block=1,
         sample_size=32,
@@ -72,7 +75,7 @@ def build_pipeline() -> object:
         cross_attention_dim=64,  # both encoders' hidden states side by side (32 + 32)
         norm_num_groups=8,
     )
-    scheduler = EulerDiscreteScheduler(
+    scheduler = diffusers.EulerDiscreteScheduler(
         beta_start=0.00085,
         beta_end=0.012,
         steps_offset=1,
@@ -80,7 +83,7 @@ def build_pipeline() -> object:
         timestep_spacing="leading",
     )
     torch.manual_seed(SEED + 1)
-    vae = AutoencoderKL(
+    vae = diffusers.AutoencoderKL(
         block_out_channels=[8, 16, 16, 16],  # four blocks: latents are 1/8 of the image, as in SDXL
         in_channels=3,
         out_channels=3,
@@ -91,7 +94,7 @@ def build_pipeline() -> object:
         sample_size=128,
     )
     tokenizer_dir = _write_tokenizer_files(Path(_tmpdir()))
-    config = {
+    config: dict[str, Any] = {
         "bos_token_id": 0,
         "eos_token_id": 1,
         "pad_token_id": 1,
@@ -108,9 +111,9 @@ def build_pipeline() -> object:
     text_encoder = CLIPTextModel(CLIPTextConfig(**config))
     torch.manual_seed(SEED + 3)
     text_encoder_2 = CLIPTextModelWithProjection(CLIPTextConfig(**config))
-    tokenizer = CLIPTokenizer.from_pretrained(str(tokenizer_dir))
-    tokenizer_2 = CLIPTokenizer.from_pretrained(str(tokenizer_dir))
-    return StableDiffusionXLPipeline(
+    tokenizer = CLIPTokenizer.from_pretrained(str(tokenizer_dir), model_max_length=77)
+    tokenizer_2 = CLIPTokenizer.from_pretrained(str(tokenizer_dir), model_max_length=77)
+    return diffusers.StableDiffusionXLPipeline(
         vae=vae,
         text_encoder=text_encoder,
         text_encoder_2=text_encoder_2,
@@ -180,7 +183,7 @@ def _write_tokenizer_files(folder: Path) -> Path:
     while len(merges) < _MERGES:
         pairs: Counter[tuple[str, str]] = Counter()
         for word, count in corpus.items():
-            for pair in zip(word, word[1:], strict=False):
+            for pair in itertools.pairwise(word):
                 pairs[pair] += count
         if not pairs:
             break

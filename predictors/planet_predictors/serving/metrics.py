@@ -15,13 +15,26 @@ BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64)
 
 
 class Metrics:
-    """The ``planet_*`` families, pre-labelled with pipeline and revision."""
+    """The ``planet_*`` families, pre-labelled with pipeline, revision and component.
 
-    def __init__(self, *, pipeline: str, revision: str, registry: CollectorRegistry | None = None) -> None:
+    ``component`` (generate or upscale) lets the autoscaler query one InferenceService's queue:
+    both predictors of a pipeline export the same names with the same pipeline label.
+    """
+
+    def __init__(
+        self,
+        *,
+        pipeline: str,
+        revision: str,
+        component: str = "generate",
+        registry: CollectorRegistry | None = None,
+    ) -> None:
         registry = REGISTRY if registry is None else registry
         self.pipeline = pipeline
         self.revision = revision
-        base = ["pipeline", "revision"]
+        self.component = component
+        self._base = (pipeline, revision, component)
+        base = ["pipeline", "revision", "component"]
         self.queue_depth = Gauge(
             "planet_queue_depth", "Requests queued, not yet running.", [*base, "lane"], registry=registry
         )
@@ -39,46 +52,50 @@ class Metrics:
             "planet_batch_size", "Requests per backend batch.", base, buckets=BATCH_BUCKETS, registry=registry
         )
         self.images = Counter("planet_images", "Images returned.", [*base, "lane"], registry=registry)
-        self.errors = Counter("planet_errors", "Failed requests by reason.", [*base, "reason"], registry=registry)
+        self.errors = Counter(
+            "planet_errors", "Failed requests by reason.", [*base, "reason"], registry=registry
+        )
         self.engine_load = Gauge(
-            "planet_engine_load_seconds", "Seconds to load and warm the backend.", [*base, "backend"],
+            "planet_engine_load_seconds",
+            "Seconds to load and warm the backend.",
+            [*base, "backend"],
             registry=registry,
         )
 
     def set_queue_depth(self, lane: str, depth: int) -> None:
         """Record how many requests wait in ``lane``."""
-        self.queue_depth.labels(self.pipeline, self.revision, lane).set(depth)
+        self.queue_depth.labels(*self._base, lane).set(depth)
 
     def add_inflight(self, lane: str, delta: int) -> None:
         """Count requests entering (+) or leaving (-) the backend."""
-        self.inflight.labels(self.pipeline, self.revision, lane).inc(delta)
+        self.inflight.labels(*self._base, lane).inc(delta)
 
     def observe(self, lane: str, stage: str, seconds: float) -> None:
         """Record one stage's latency for one request."""
-        self.duration.labels(self.pipeline, self.revision, lane, stage).observe(seconds)
+        self.duration.labels(*self._base, lane, stage).observe(seconds)
 
     def observe_batch(self, size: int) -> None:
         """Record one backend batch."""
-        self.batch_size.labels(self.pipeline, self.revision).observe(size)
+        self.batch_size.labels(*self._base).observe(size)
 
     def count_images(self, lane: str, n: int = 1) -> None:
         """Count images returned to clients."""
-        self.images.labels(self.pipeline, self.revision, lane).inc(n)
+        self.images.labels(*self._base, lane).inc(n)
 
     def count_error(self, reason: str) -> None:
         """Count one failed request (``planet_errors_total{reason}``)."""
-        self.errors.labels(self.pipeline, self.revision, reason).inc()
+        self.errors.labels(*self._base, reason).inc()
 
     def set_engine_load(self, backend: str, seconds: float) -> None:
         """Record the backend's load + warm-up time."""
-        self.engine_load.labels(self.pipeline, self.revision, backend).set(seconds)
+        self.engine_load.labels(*self._base, backend).set(seconds)
 
     def prime(self, lanes: list[str]) -> None:
         """Export zeros at start so rate() and the autoscaler see series before the first request."""
         for lane in lanes:
             self.set_queue_depth(lane, 0)
-            self.inflight.labels(self.pipeline, self.revision, lane).set(0)
-            self.images.labels(self.pipeline, self.revision, lane)
-            self.duration.labels(self.pipeline, self.revision, lane, "total")
+            self.inflight.labels(*self._base, lane).set(0)
+            self.images.labels(*self._base, lane)
+            self.duration.labels(*self._base, lane, "total")
         for reason in ("bad_request", "queue_full", "timeout", "client_gone", "oom", "internal"):
-            self.errors.labels(self.pipeline, self.revision, reason)
+            self.errors.labels(*self._base, reason)

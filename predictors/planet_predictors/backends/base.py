@@ -1,0 +1,93 @@
+"""The backend interface: load once, then generate batches of same-shaped images."""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from planet_predictors.serving.errors import BackendUnavailable
+
+#: File in ``--engine-dir`` that lists engines (written by ``python -m planet_build``).
+MANIFEST = "manifest.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class BackendSettings:
+    """How to load the model."""
+
+    model_dir: Path
+    backend: str = "torch"
+    device: str = "auto"
+    precision: str = "fp32"
+    scheduler: str = "euler"
+    loras: tuple[tuple[Path, float], ...] = ()
+    compile: bool = False
+    engine_dir: Path | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchParams:
+    """What every image of a batch shares."""
+
+    width: int
+    height: int
+    steps: int
+    guidance: float
+
+
+@dataclasses.dataclass(frozen=True)
+class Item:
+    """One image of a batch."""
+
+    prompt: str
+    negative_prompt: str
+    seed: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Generated:
+    """One image and the batch's stage timings (seconds)."""
+
+    image: Image.Image
+    timings: dict[str, float]
+
+
+class Backend(abc.ABC):
+    """Runs on one device; ``generate`` is blocking and called from one worker thread at a time."""
+
+    name: str = "base"
+
+    def __init__(self, settings: BackendSettings) -> None:
+        self.settings = settings
+
+    @abc.abstractmethod
+    def load(self) -> None:
+        """Load weights/engines; raise :class:`BackendUnavailable` when this machine cannot run them."""
+
+    @abc.abstractmethod
+    def generate(self, params: BatchParams, items: Sequence[Item]) -> list[Generated]:
+        """Make one image per item; the same seed gives the same image whatever the batch."""
+
+
+def read_manifest(engine_dir: Path | None, *, backend: str) -> dict[str, Any]:
+    """Read ``engine_dir/manifest.json``: ``{"backend", "precision", "components": {name: {"path"}}}``."""
+    if engine_dir is None:
+        raise BackendUnavailable(f"--engine-dir is required for the {backend} backend")
+    path = engine_dir / MANIFEST
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise BackendUnavailable(f"cannot read engine manifest {path}: {exc}") from exc
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("components"), dict):
+        raise BackendUnavailable(f"{path}: expected an object with components")
+    if manifest.get("backend") != backend:
+        raise BackendUnavailable(
+            f"{path}: engines are for backend {manifest.get('backend')!r}, not {backend!r}"
+        )
+    return manifest

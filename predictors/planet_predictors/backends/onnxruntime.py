@@ -1,0 +1,138 @@
+"""ONNX Runtime backend: the UNet (the denoising loop's cost) runs as an ONNX graph.
+
+Minimal on purpose: text encoders, VAE and scheduler stay in torch; ``--engine-dir`` holds
+``manifest.json`` (``{"backend": "onnxruntime", "components": {"unet": {"path": "unet.onnx"}}}``)
+and the graph, whose inputs are ``sample``, ``timestep``, ``encoder_hidden_states``,
+``text_embeds``, ``time_ids`` and whose output is ``out_sample`` (:func:`export_unet` writes one).
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from planet_predictors.backends.base import MANIFEST, read_manifest
+from planet_predictors.backends.torch_diffusers import TorchBackend
+from planet_predictors.serving.errors import BackendUnavailable
+
+INPUTS = ("sample", "timestep", "encoder_hidden_states", "text_embeds", "time_ids")
+
+
+class OnnxRuntimeBackend(TorchBackend):
+    """Torch pipeline around an ONNX Runtime UNet session."""
+
+    name = "onnxruntime"
+
+    def _after_load(self) -> None:
+        import onnxruntime as ort
+
+        manifest = read_manifest(self.settings.engine_dir, backend=self.name)
+        assert self.settings.engine_dir is not None
+        entry = manifest["components"].get("unet")
+        if not isinstance(entry, dict) or "path" not in entry:
+            raise BackendUnavailable(f"{self.settings.engine_dir / MANIFEST}: no components.unet.path")
+        path = self.settings.engine_dir / str(entry["path"])
+        providers = ["CPUExecutionProvider"]
+        if self.device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
+            providers.insert(0, "CUDAExecutionProvider")
+        try:
+            session = ort.InferenceSession(str(path), providers=providers)
+        except Exception as exc:  # ORT raises its own untyped errors
+            raise BackendUnavailable(f"cannot load ONNX UNet {path}: {exc}") from exc
+        unet = self.pipe.unet
+        # The pipeline reads the UNet's config and modules; only its forward is replaced.
+        unet.forward = _OrtForward(session, self.device)
+
+
+class _OrtForward:
+    def __init__(self, session: Any, device: torch.device) -> None:
+        self.session = session
+        self.device = device
+
+    def __call__(
+        self,
+        sample: torch.Tensor,
+        timestep: torch.Tensor | float,
+        encoder_hidden_states: torch.Tensor,
+        *args: Any,
+        added_cond_kwargs: dict[str, torch.Tensor] | None = None,
+        return_dict: bool = True,
+        **kwargs: Any,
+    ) -> Any:
+        from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput
+
+        if added_cond_kwargs is None:
+            raise ValueError("SDXL UNet needs text_embeds and time_ids")
+        steps = torch.as_tensor(timestep, dtype=torch.float32).reshape(-1).expand(sample.shape[0])
+        feeds = {
+            "sample": _np(sample),
+            "timestep": _np(steps),
+            "encoder_hidden_states": _np(encoder_hidden_states),
+            "text_embeds": _np(added_cond_kwargs["text_embeds"]),
+            "time_ids": _np(added_cond_kwargs["time_ids"]),
+        }
+        (out,) = self.session.run(["out_sample"], feeds)
+        result = torch.from_numpy(out).to(self.device, sample.dtype)
+        return UNet2DConditionOutput(sample=result) if return_dict else (result,)
+
+
+def _np(tensor: torch.Tensor) -> np.ndarray[Any, Any]:
+    return tensor.detach().to("cpu", torch.float32).contiguous().numpy()
+
+
+class _ExportWrapper(torch.nn.Module):
+    def __init__(self, unet: Any) -> None:
+        super().__init__()
+        self.unet = unet
+
+    def forward(
+        self,
+        sample: torch.Tensor,
+        timestep: torch.Tensor,
+        encoder_hidden_states: torch.Tensor,
+        text_embeds: torch.Tensor,
+        time_ids: torch.Tensor,
+    ) -> torch.Tensor:
+        added = {"text_embeds": text_embeds, "time_ids": time_ids}
+        out = self.unet(sample, timestep, encoder_hidden_states, added_cond_kwargs=added, return_dict=False)
+        return out[0]  # type: ignore[no-any-return]
+
+
+def export_unet(unet: Any, engine_dir: Path, *, opset: int = 17) -> Path:
+    """Export an SDXL UNet with dynamic batch and size, and write the manifest (tests, local use)."""
+    engine_dir.mkdir(parents=True, exist_ok=True)
+    cfg = unet.config
+    # An odd height traces the path that upsamples to the skip tensors' size: it works for every size.
+    batch, h, w = 2, 7, 16
+    text_dim = int(unet.add_embedding.linear_1.in_features) - 6 * int(cfg.addition_time_embed_dim)
+    example = (
+        torch.randn(batch, cfg.in_channels, h, w),
+        torch.tensor([10.0] * batch),
+        torch.randn(batch, 77, cfg.cross_attention_dim),
+        torch.randn(batch, text_dim),
+        torch.randn(batch, 6),
+    )
+    dynamic = {name: {0: "batch"} for name in INPUTS}
+    dynamic["sample"] = {0: "batch", 2: "height", 3: "width"}
+    dynamic["out_sample"] = {0: "batch", 2: "height", 3: "width"}
+    path = engine_dir / "unet.onnx"
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer warnings about shape asserts: the graph is checked by tests
+        torch.onnx.export(
+            _ExportWrapper(unet).eval(),
+            example,
+            str(path),
+            input_names=list(INPUTS),
+            output_names=["out_sample"],
+            dynamic_axes=dynamic,
+            opset_version=opset,
+            dynamo=False,
+        )
+    manifest = {"backend": "onnxruntime", "precision": "fp32", "components": {"unet": {"path": path.name}}}
+    (engine_dir / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    return path

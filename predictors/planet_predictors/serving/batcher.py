@@ -1,0 +1,333 @@
+"""Lanes, admission control and the micro-batcher in front of one device.
+
+Policy (written down because clients and the autoscaler depend on it):
+
+* Each lane has a bounded FIFO queue. A request to a full lane gets 429 with ``Retry-After``.
+* **Shedding**: when the requests queued over all lanes reach ``shed_depth``, lanes below the top
+  priority (drafts) are refused with 429 at once, so a burst fills the queue with finals only.
+* **Priority**: whenever the device is free, the highest-priority lane with queued work and spare
+  concurrency goes next. A final queued behind drafts runs before every queued draft; drafts wait
+  (they are never started ahead of a queued final).
+* **Batching**: a batch takes the oldest request of the chosen lane plus every queued request of the
+  same lane with the same ``key`` (size, steps, guidance...), up to ``max_batch_size``. A partial
+  batch waits until its oldest request has waited ``max_wait`` — unless other work is waiting
+  for the device, in which case waiting would only add latency.
+* **Caps**: ``max_concurrency`` batches per lane and ``device_slots`` batches in all (1 per GPU).
+* Requests whose client went away, or that timed out in the queue, are dropped before they run.
+* A batch that runs out of accelerator memory is split in halves and retried, down to one request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+import contextlib
+import dataclasses
+import logging
+import math
+import time
+from collections.abc import Callable, Hashable, Sequence
+from typing import Generic, TypeVar
+
+from planet_predictors.serving import errors
+from planet_predictors.serving.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+@dataclasses.dataclass(frozen=True)
+class LaneConfig:
+    """One lane: its concurrency cap, queue bound and priority (higher runs first)."""
+
+    name: str
+    max_concurrency: int = 1
+    max_queue: int = 64
+    priority: int = 0
+
+
+@dataclasses.dataclass(eq=False)
+class Ticket(Generic[T, R]):
+    """One queued request."""
+
+    payload: T
+    lane: str
+    key: Hashable
+    future: asyncio.Future[R]
+    gone: Callable[[], bool]
+    enqueued: float
+    started: float | None = None
+
+    def abandoned(self) -> bool:
+        """True when nobody will read the result."""
+        return self.future.done() or self.gone()
+
+
+@dataclasses.dataclass(frozen=True)
+class Result(Generic[R]):
+    """What :meth:`Batcher.submit` returns: the value and the seconds it waited in the queue."""
+
+    value: R
+    queue_seconds: float
+
+
+RunBatch = Callable[[Sequence[T]], Sequence[R]]
+
+
+class Batcher(Generic[T, R]):
+    """Schedules requests onto a blocking ``run_batch`` that executes in a worker thread."""
+
+    def __init__(
+        self,
+        run_batch: RunBatch[T, R],
+        *,
+        lanes: Sequence[LaneConfig],
+        metrics: Metrics,
+        max_batch_size: int = 4,
+        max_wait: float = 0.05,
+        device_slots: int = 1,
+        shed_depth: int | None = None,
+        executor: concurrent.futures.ThreadPoolExecutor | None = None,
+    ) -> None:
+        if not lanes:
+            raise ValueError("at least one lane is needed")
+        self._run_batch = run_batch
+        self.lanes = {lane.name: lane for lane in lanes}
+        self._order = sorted(lanes, key=lambda lane: -lane.priority)
+        top = self._order[0].priority
+        self._deferrable = {lane.name for lane in lanes if lane.priority < top}
+        self.metrics = metrics
+        self.max_batch_size = max_batch_size
+        self.max_wait = max_wait
+        self.device_slots = device_slots
+        top_queue = max(lane.max_queue for lane in lanes if lane.priority == top)
+        self.shed_depth = shed_depth if shed_depth is not None else max(1, top_queue // 2)
+        self._queues: dict[str, collections.deque[Ticket[T, R]]] = {
+            n: collections.deque() for n in self.lanes
+        }
+        self._running: dict[str, int] = dict.fromkeys(self.lanes, 0)
+        self._busy = 0
+        self._batch_seconds = 1.0  # EWMA, seeds Retry-After before the first batch
+        self._wake = asyncio.Event()
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            device_slots, thread_name_prefix="planet-device"
+        )
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._loop_task: asyncio.Task[None] | None = None
+        metrics.prime(list(self.lanes))
+
+    # -- public API ---------------------------------------------------------------------------
+
+    def queued(self, lane: str | None = None) -> int:
+        """Requests waiting (one lane, or all)."""
+        if lane is not None:
+            return len(self._queues[lane])
+        return sum(len(q) for q in self._queues.values())
+
+    async def submit(
+        self,
+        payload: T,
+        *,
+        lane: str,
+        key: Hashable,
+        time_limit: float | None = None,
+        gone: Callable[[], bool] = lambda: False,
+    ) -> Result[R]:
+        """Queue ``payload`` and wait for its result; raises :class:`errors.PlanetError` subclasses."""
+        self._ensure_started()
+        ticket = self._admit(payload, lane=lane, key=key, gone=gone)
+        try:
+            async with asyncio.timeout(time_limit):
+                value = await asyncio.shield(ticket.future)
+        except TimeoutError:
+            self._forget(ticket)
+            self.metrics.count_error("timeout")
+            raise errors.RequestTimeout(f"request did not finish within {time_limit:g} s") from None
+        except asyncio.CancelledError:
+            # The caller went away (e.g. the server cancelled the handler): drop it if still queued.
+            self._forget(ticket)
+            raise
+        assert ticket.started is not None
+        return Result(value, ticket.started - ticket.enqueued)
+
+    async def close(self) -> None:
+        """Stop scheduling; running batches finish in their thread."""
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop_task
+            self._loop_task = None
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    # -- admission ----------------------------------------------------------------------------
+
+    def _admit(self, payload: T, *, lane: str, key: Hashable, gone: Callable[[], bool]) -> Ticket[T, R]:
+        config = self.lanes[lane]
+        queue = self._queues[lane]
+        if len(queue) >= config.max_queue:
+            self.metrics.count_error("queue_full")
+            raise errors.QueueFull(
+                f"lane {lane!r} queue is full ({config.max_queue} requests)",
+                retry_after=self._retry_after(lane),
+            )
+        if lane in self._deferrable and self.queued() >= self.shed_depth:
+            self.metrics.count_error("queue_full")
+            raise errors.QueueFull(
+                f"lane {lane!r} is shed while {self.queued()} requests are queued (limit {self.shed_depth});"
+                " higher-priority lanes go first",
+                retry_after=self._retry_after(lane),
+            )
+        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        ticket = Ticket(payload, lane, key, future, gone, time.monotonic())
+        queue.append(ticket)
+        self.metrics.set_queue_depth(lane, len(queue))
+        self._wake.set()
+        return ticket
+
+    def _retry_after(self, lane: str) -> float:
+        ahead = sum(len(self._queues[o.name]) for o in self._order if o.priority >= self.lanes[lane].priority)
+        return math.ceil(ahead / self.max_batch_size + 1) * self._batch_seconds
+
+    def _forget(self, ticket: Ticket[T, R]) -> None:
+        queue = self._queues[ticket.lane]
+        if ticket in queue:
+            queue.remove(ticket)
+            self.metrics.set_queue_depth(ticket.lane, len(queue))
+        if not ticket.future.done():
+            ticket.future.cancel()
+
+    # -- scheduling ---------------------------------------------------------------------------
+
+    def _ensure_started(self) -> None:
+        if self._loop_task is None or self._loop_task.done():
+            self._loop_task = asyncio.get_running_loop().create_task(self._schedule(), name="planet-batcher")
+
+    async def _schedule(self) -> None:
+        while True:
+            self._wake.clear()
+            delay = self._dispatch()
+            if delay is None:
+                await self._wake.wait()
+            else:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(delay):
+                        await self._wake.wait()
+
+    def _dispatch(self) -> float | None:
+        """Start every batch that may start now; return seconds until a waiting batch is due."""
+        self._drop_abandoned()
+        while self._busy < self.device_slots:
+            lane = next(
+                (
+                    o.name
+                    for o in self._order
+                    if self._queues[o.name] and self._running[o.name] < o.max_concurrency
+                ),
+                None,
+            )
+            if lane is None:
+                return None
+            queue = self._queues[lane]
+            head = queue[0]
+            batch = [t for t in queue if t.key == head.key][: self.max_batch_size]
+            wait = head.enqueued + self.max_wait - time.monotonic()
+            others_waiting = len(batch) < self.queued()
+            if len(batch) < self.max_batch_size and wait > 0 and not others_waiting:
+                return wait
+            for ticket in batch:
+                queue.remove(ticket)
+            self.metrics.set_queue_depth(lane, len(queue))
+            self._start(lane, batch)
+        return None
+
+    def _drop_abandoned(self) -> None:
+        for lane, queue in self._queues.items():
+            gone = [t for t in queue if t.abandoned()]
+            for ticket in gone:
+                queue.remove(ticket)
+                if not ticket.future.done():
+                    ticket.future.set_exception(errors.ClientGone("client disconnected while queued"))
+                    ticket.future.exception()  # retrieved: nobody awaits it
+                self.metrics.count_error("client_gone")
+            if gone:
+                log.info("dropped %d queued request(s) in lane %s: client gone", len(gone), lane)
+                self.metrics.set_queue_depth(lane, len(queue))
+
+    def _start(self, lane: str, batch: list[Ticket[T, R]]) -> None:
+        now = time.monotonic()
+        for ticket in batch:
+            ticket.started = now
+            self.metrics.observe(lane, "queue", now - ticket.enqueued)
+        self._busy += 1
+        self._running[lane] += 1
+        self.metrics.add_inflight(lane, len(batch))
+        task = asyncio.get_running_loop().create_task(self._execute(lane, batch))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _execute(self, lane: str, batch: list[Ticket[T, R]]) -> None:
+        loop = asyncio.get_running_loop()
+        started = time.monotonic()
+        payloads = [t.payload for t in batch]
+        try:
+            values = await loop.run_in_executor(self._executor, self._run_split, payloads)
+        except Exception as exc:  # every failure must reach the waiting clients
+            reason = exc.reason if isinstance(exc, errors.PlanetError) else "internal"
+            if not isinstance(exc, errors.PlanetError):
+                log.exception("batch of %d failed in lane %s", len(batch), lane)
+            for ticket in batch:
+                if not ticket.future.done():
+                    self.metrics.count_error(reason)
+                    ticket.future.set_exception(exc)
+                    ticket.future.exception()
+        else:
+            for ticket, value in zip(batch, values, strict=True):
+                if not ticket.future.done():
+                    ticket.future.set_result(value)
+            elapsed = time.monotonic() - started
+            self._batch_seconds = 0.7 * self._batch_seconds + 0.3 * elapsed
+        finally:
+            self._busy -= 1
+            self._running[lane] -= 1
+            self.metrics.add_inflight(lane, -len(batch))
+            self._wake.set()
+
+    def _run_split(self, payloads: Sequence[T]) -> list[R]:
+        """Run in the worker thread; on out-of-memory, retry as two halves."""
+        try:
+            values = list(self._run_batch(payloads))
+        except Exception as exc:
+            if not errors.is_out_of_memory(exc):
+                raise
+            _release_accelerator_memory()
+            if len(payloads) == 1:
+                raise errors.OutOfMemory("out of accelerator memory even for a batch of one") from exc
+            half = len(payloads) // 2
+            log.warning(
+                "out of memory at batch size %d; retrying as %d + %d",
+                len(payloads),
+                half,
+                len(payloads) - half,
+            )
+            return self._run_split(payloads[:half]) + self._run_split(payloads[half:])
+        if len(values) != len(payloads):
+            raise RuntimeError(f"backend returned {len(values)} results for {len(payloads)} requests")
+        self.metrics.observe_batch(len(payloads))
+        return values
+
+
+def device_executor(slots: int = 1) -> concurrent.futures.ThreadPoolExecutor:
+    """The worker threads that run every backend call (load, warm-up and batches alike)."""
+    return concurrent.futures.ThreadPoolExecutor(slots, thread_name_prefix="planet-device")
+
+
+def _release_accelerator_memory() -> None:
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is always there in the predictor image
+        return
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

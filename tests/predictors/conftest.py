@@ -1,0 +1,137 @@
+"""A real ``python -m planet_predictors.sdxl --preset tiny`` server shared by the HTTP tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+#: Small enough for two CPU cores: 128x56 images take ~50 ms; a 512x224 x 8-step "blocker" ~1-2 s.
+SPEC = {
+    "model": {"base": {"uri": "/mnt/models"}},
+    "generation": {"width": 512, "height": 224, "steps": 2, "maxSteps": 12, "guidanceScale": 5.0},
+    "engine": {"backend": "torch", "precision": "fp32"},
+    "serving": {
+        "lanes": {
+            "final": {"steps": 2, "maxConcurrency": 1, "maxQueue": 6, "priority": 10},
+            "draft": {"steps": 1, "maxConcurrency": 1, "maxQueue": 5, "priority": 0},
+        },
+        "defaultLane": "final",
+        "maxBatchSize": 4,
+        "maxBatchWaitMs": 250,
+        "maxBodyBytes": 4096,
+        "timeoutSeconds": 60,
+    },
+}
+CONFIG = {
+    "apiVersion": "planetgen.io/v1alpha1",
+    "kind": "PipelineConfig",
+    "pipeline": "planets",
+    "namespace": "test",
+    "revision": "r1",
+    "component": "generate",
+    "modelHash": "ab" * 32,
+    "spec": SPEC,
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def preset_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One tiny preset per session (built by the first server or test that needs it)."""
+    from planet_predictors.presets import tiny
+
+    root = tmp_path_factory.mktemp("presets")
+    tiny.ensure(root)
+    return root
+
+
+class Server:
+    def __init__(self, url: str, process: subprocess.Popen[bytes], log: Path) -> None:
+        self.url = url
+        self.process = process
+        self.log = log
+        self.predict_url = f"{url}/v1/models/sdxl:predict"
+        self.infer_url = f"{url}/v2/models/sdxl/infer"
+
+    def metrics(self) -> str:
+        return httpx.get(f"{self.url}/metrics", timeout=10).text
+
+    def metric(self, name: str, **labels: str) -> float:
+        """Sum of the samples of ``name`` whose labels include ``labels``."""
+        total = 0.0
+        for line in self.metrics().splitlines():
+            if not line.startswith(name + "{") and not line.startswith(name + " "):
+                continue
+            head, _, value = line.rpartition(" ")
+            if all(f'{k}="{v}"' in head for k, v in labels.items()):
+                total += float(value)
+        return total
+
+
+def start_server(tmp: Path, preset_dir: Path, *extra: str, config: dict[str, object] | None = None) -> Server:
+    port = free_port()
+    config_path = tmp / "pipeline.json"
+    config_path.write_text(json.dumps(config or CONFIG))
+    log = tmp / "server.log"
+    cmd = [
+        sys.executable,
+        "-m",
+        "planet_predictors.sdxl",
+        "--preset",
+        "tiny",
+        "--preset-dir",
+        str(preset_dir),
+        "--pipeline-config",
+        str(config_path),
+        "--model_name",
+        "sdxl",
+        "--http_port",
+        str(port),
+        "--grpc_port",
+        str(free_port()),
+        "--enable_grpc",
+        "false",
+        "--event-loop",
+        "asyncio",
+        *extra,
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+    process = subprocess.Popen(cmd, stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            if httpx.get(f"{url}/v1/models/sdxl", timeout=2).status_code == 200:
+                return Server(url, process, log)
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    process.kill()
+    raise RuntimeError(f"server did not get ready:\n{log.read_text()[-3000:]}")
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory, preset_dir: Path) -> Iterator[Server]:
+    srv = start_server(tmp_path_factory.mktemp("server"), preset_dir)
+    yield srv
+    srv.process.terminate()
+    try:
+        srv.process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        srv.process.kill()

@@ -1,0 +1,69 @@
+"""Request parsing and prompt rendering, without a server."""
+
+from __future__ import annotations
+
+import pytest
+
+from planet_operator.api.spec import PlanetPipelineSpec
+from planet_predictors import config
+from planet_predictors.sdxl import requests
+from planet_predictors.sdxl.prompts import PromptBuilder
+from planet_predictors.serving.errors import BadRequest
+
+LIMITS = requests.Limits.from_spec(config.default().spec, max_instances=16)
+
+
+def test_default_prompt_renders_the_reference_sentence() -> None:
+    text = PromptBuilder(None).render({}, field="prompt")
+    assert text == "deep blue planet with frosted cloudy zones, no moons, distant stars dark sky"
+
+
+def test_defaults_come_from_the_spec_and_lanes() -> None:
+    [draft] = requests.parse({"instances": [{"prompt": "x", "lane": "draft"}]}, LIMITS).requests
+    assert (draft.steps, draft.width, draft.height, draft.format) == (8, 1536, 640, "png")
+    [final] = requests.parse({"instances": [{"prompt": "x"}]}, LIMITS).requests
+    assert (final.lane, final.steps, final.guidance) == ("final", 30, 7.0)
+
+
+def test_optional_attribute_without_value_leaves_no_dangling_comma() -> None:
+    spec = PlanetPipelineSpec.model_validate(
+        {
+            "model": {"base": {"uri": "/m"}},
+            "generation": {
+                "prompt": {
+                    "template": "{color} planet, {moons}",
+                    "attributes": [
+                        {"name": "color", "values": ["red"]},
+                        {"name": "moons", "values": ["two moons"], "required": False},
+                    ],
+                }
+            },
+        }
+    )
+    builder = PromptBuilder(spec.generation.prompt)
+    assert builder.render({"color": "red"}, field="p") == "red planet"
+    with pytest.raises(BadRequest, match=r'p\.color: required; allowed: "red"'):
+        builder.render({}, field="p")
+
+
+def test_unsupported_value_lists_allowed_values() -> None:
+    with pytest.raises(BadRequest) as info:
+        requests.parse({"instances": [{"prompt": {"color": "plaid"}}]}, LIMITS)
+    assert str(info.value).startswith(
+        'instances[0].prompt.color: unsupported value "plaid"; allowed: "deep blue"'
+    )
+
+
+def test_config_file_overrides_and_validation(tmp_path: object) -> None:
+    raw = {
+        "apiVersion": "planetgen.io/v1alpha1",
+        "kind": "PipelineConfig",
+        "pipeline": "p",
+        "revision": "r9",
+        "modelHash": "",
+        "spec": {"model": {"base": {"uri": "/m"}}, "generation": {"width": 100}},
+    }
+    with pytest.raises(config.ConfigError, match="multiples of 8"):
+        config.parse(raw)
+    raw["spec"] = {"model": {"base": {"uri": "/m"}}}
+    assert config.parse(raw).revision == "r9"
