@@ -25,8 +25,9 @@ from kubernetes import client
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from planet_operator.apiserver import run_in_thread, write_kubeconfig  # noqa: E402
-from planet_operator.testing.fake_kserve import StatusWriter  # noqa: E402
+from planet_operator.kubeapi import run_in_thread, write_kubeconfig
+
+from planet_operator.testing.fake_kserve import StatusWriter
 
 GROUP, VERSION, PLURAL = "planetgen.io", "v1alpha1", "planetpipelines"
 WRITES = ("POST", "PUT", "PATCH", "DELETE")
@@ -57,7 +58,8 @@ def run_size(n: int, steady: float, tmp: Path) -> dict[str, Any]:
         env = {**os.environ, "KUBECONFIG": str(kubeconfig), "PYTHONUNBUFFERED": "1"}
         log = (tmp / f"operator-{n}.log").open("wb")
         operator = subprocess.Popen(
-            [sys.executable, "-m", "planet_operator.cli.main", "operator", "--standalone", "-A", "--resync", "30"],
+            [sys.executable, "-m", "planet_operator.cli.main", "operator", "--standalone", "-A",
+             "--resync", "30"],
             env=env, stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
         api = client.ApiClient(client.Configuration(host=server.url))

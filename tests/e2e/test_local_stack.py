@@ -17,12 +17,11 @@ import aiohttp
 import pytest
 import yaml
 from PIL import Image
+from tests.conftest import KSERVE_SCHEMAS, ROOT
 
 from planet_operator.devstack.stack import LocalStack, StackOptions
 from planet_operator.kube import resources
 from planet_operator.kube.client import Client, Connection, NotFound
-
-from tests.conftest import KSERVE_SCHEMAS, ROOT
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -47,7 +46,7 @@ MANIFEST = {
 
 @pytest.fixture
 async def stack(tmp_path: Path) -> AsyncIterator[LocalStack]:
-    pytest.importorskip("planet_operator.apiserver")
+    pytest.importorskip("planet_operator.kubeapi")
     crds = [ROOT / "crds"] + ([KSERVE_SCHEMAS] if KSERVE_SCHEMAS.exists() else [])
     options = StackOptions(state_dir=tmp_path / "state", crd_paths=crds, resync_seconds=2.0)
     # Share built presets between runs: building the tiny pipeline is the slow part of a cold start.
@@ -201,7 +200,7 @@ def _alive(pid: int) -> bool:
 
 
 async def test_stack_stops_every_child(tmp_path: Path) -> None:
-    pytest.importorskip("planet_operator.apiserver")
+    pytest.importorskip("planet_operator.kubeapi")
     options = StackOptions(state_dir=tmp_path / "state", crd_paths=[ROOT / "crds"])
     running = LocalStack(options)
     await running.start()

@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 from kubernetes import client
-
 from tests.conftest import KSERVE_SCHEMAS, ROOT
 
 GROUP, VERSION, PLURAL = "planetgen.io", "v1alpha1", "planetpipelines"
@@ -65,7 +64,7 @@ class Operator:
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[tuple[client.ApiClient, Path]]:
-    apiserver = pytest.importorskip("planet_operator.apiserver")
+    apiserver = pytest.importorskip("planet_operator.kubeapi")
     crds = [ROOT / "crds"] + ([KSERVE_SCHEMAS] if KSERVE_SCHEMAS.exists() else [])
     with apiserver.run_in_thread(crd_paths=crds) as server:
         kubeconfig = tmp_path / "kubeconfig"

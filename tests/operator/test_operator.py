@@ -6,13 +6,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pytest
 from kubernetes import client
+from tests.operator.cluster import GROUP, PLURAL, VERSION, Operator, cluster, operator, pipeline, wait_for
 
 from planet_operator.schemas import strict
 from planet_operator.testing.fake_kserve import StatusWriter
-
-from tests.operator.cluster import GROUP, PLURAL, VERSION, Operator, cluster, operator, pipeline, wait_for
 
 __all__ = ["cluster", "operator"]  # fixtures
 NS = "default"

@@ -60,7 +60,7 @@ class LocalStack:
 
     async def start(self) -> None:
         """API server ▶ kubeconfig ▶ operator ▶ local KServe runtime and its gateway."""
-        from planet_operator import apiserver  # type: ignore[attr-defined,unused-ignore]
+        from planet_operator import kubeapi as apiserver
 
         state = self.options.state_dir
         state.mkdir(parents=True, exist_ok=True)
