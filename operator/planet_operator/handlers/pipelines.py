@@ -71,10 +71,12 @@ async def reconcile_loop(
             result = await core.reconcile(ctx, body, observed)
         except (APIError, OSError, TimeoutError) as exc:
             # Level-based: the next pass recomputes everything, so a retry after a pause is enough.
-            metrics.RECONCILE_ERRORS.labels(error=type(exc).__name__).inc()
-            delay = BACKOFF[min(failures, len(BACKOFF) - 1)]
+            delay = _failed(exc, failures, logger)
             failures += 1
-            logger.warning("reconcile failed (retry in %.0fs): %s", delay, exc)
+        except Exception as exc:
+            logger.exception("reconcile crashed; retrying")
+            delay = _failed(exc, failures, logger)
+            failures += 1
         else:
             failures = 0
             if result.requeue_after is not None:
@@ -84,6 +86,13 @@ async def reconcile_loop(
             _PHASES[uid] = result.phase
             _publish_phases()
         await WAKEUPS.wait(uid, seconds=delay)
+
+
+def _failed(exc: BaseException, failures: int, logger: kopf.Logger) -> float:
+    metrics.RECONCILE_ERRORS.labels(error=type(exc).__name__).inc()
+    delay = BACKOFF[min(failures, len(BACKOFF) - 1)]
+    logger.warning("reconcile failed (retry in %.0fs): %s", delay, exc)
+    return delay
 
 
 def _by_name(bodies: Any) -> dict[str, dict[str, Any]]:

@@ -148,7 +148,8 @@ async def _record_revision(work: _Pass) -> None:
         pipeline=work.name,
         namespace=work.namespace,
         revision=work.revision,
-        spec=work.spec,
+        spec=work.body.get("spec") or {},
+        version=work.spec.version,
         number=history.next_number(work.observed.revisions),
         owner=work.owner,
     )
@@ -332,8 +333,8 @@ async def _clear_annotations(work: _Pass, keys: tuple[str, ...]) -> None:
 async def _rollback_to(work: _Pass, target: str) -> None:
     """Restore ``target``'s exact spec and serve it at once (no canary: it served before)."""
     stored = work.observed.revisions.get(target)
-    spec = history.spec_of(stored) if stored is not None else None
-    if spec is None:
+    spec = _stored_spec(work, target) if stored is not None else None
+    if stored is None or spec is None:
         work.ctx.emit(
             work.body, "Warning", "UnknownRevision", f"rollback-to {target}: no such revision is stored"
         )
@@ -353,9 +354,13 @@ async def _rollback_to(work: _Pass, target: str) -> None:
     # Status first: if the operator dies before the spec patch, the annotation is still there and
     # the next pass redoes this idempotently.
     await report.write(work.ctx, work.body, before, status)
-    restored = spec.model_dump(mode="json", by_alias=True, exclude_none=True)
-    patch = {"spec": restored, "metadata": {"annotations": {machine.ROLLBACK_TO: None}}}
-    await work.ctx.client.patch(resources.PIPELINES, work.namespace, work.name, patch)
+    # Replace the whole spec (a merge patch would keep fields added since), drop the annotation.
+    annotation = "/metadata/annotations/" + machine.ROLLBACK_TO.replace("~", "~0").replace("/", "~1")
+    patch: list[dict[str, Any]] = [
+        {"op": "replace", "path": "/spec", "value": history.raw_spec_of(stored)},
+        {"op": "remove", "path": annotation},
+    ]
+    await work.ctx.client.patch(resources.PIPELINES, work.namespace, work.name, patch, kind="json")
     work.ctx.emit(work.body, "Normal", "RolledBack", f"spec restored to revision {target}")
     metrics.ROLLBACKS.labels(kind="manual").inc()
 

@@ -18,11 +18,12 @@ def controller_revision(
     pipeline: str,
     namespace: str,
     revision: str,
-    spec: PlanetPipelineSpec,
+    spec: Mapping[str, Any],
+    version: str | None,
     number: int,
     owner: dict[str, Any],
 ) -> dict[str, Any]:
-    """An apps/v1 ControllerRevision holding the exact spec of ``revision``."""
+    """An apps/v1 ControllerRevision holding the spec of ``revision`` exactly as the user wrote it."""
     return {
         "apiVersion": "apps/v1",
         "kind": "ControllerRevision",
@@ -32,20 +33,22 @@ def controller_revision(
             "labels": names.labels(pipeline, revision),
             "ownerReferences": [owner],
         },
-        "data": {
-            "spec": spec.model_dump(mode="json", by_alias=True, exclude_none=True),
-            "version": spec.version,
-        },
+        "data": {"spec": dict(spec), "version": version},
         "revision": number,
     }
 
 
-def spec_of(revision: Body) -> PlanetPipelineSpec:
-    """The spec stored in a ControllerRevision."""
+def raw_spec_of(revision: Body) -> dict[str, Any]:
+    """The spec stored in a ControllerRevision, as written."""
     data = revision.get("data") or {}
     if isinstance(data, str):  # some clients store data as a JSON string
         data = json.loads(data)
-    return validation.parse_spec(data["spec"])
+    return dict(data["spec"])
+
+
+def spec_of(revision: Body) -> PlanetPipelineSpec:
+    """The validated spec stored in a ControllerRevision."""
+    return validation.parse_spec(raw_spec_of(revision))
 
 
 def next_number(revisions: Mapping[str, Body]) -> int:
