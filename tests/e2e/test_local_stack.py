@@ -33,7 +33,7 @@ MANIFEST = {
         "version": "v1",
         "model": {"base": {"uri": "hf://stabilityai/stable-diffusion-xl-base-1.0"}},
         # 21:9-ish and tiny, so a CPU answers in seconds.
-        "generation": {"width": 128, "height": 56, "steps": 2, "maxSteps": 8},
+        "generation": {"width": 152, "height": 64, "steps": 2, "maxSteps": 8},
         "engine": {"backend": "torch", "precision": "fp32"},
         "serving": {
             "maxBatchWaitMs": 10,
@@ -138,7 +138,7 @@ async def test_user_journey(stack: LocalStack) -> None:
         )
         [prediction] = answer["predictions"]
         image = Image.open(io.BytesIO(base64.b64decode(prediction["image"])))
-        assert image.size == (128, 56)
+        assert image.size == (152, 64)
         assert prediction["revision"] == first
 
         if shutil.which("kubectl"):
@@ -167,7 +167,7 @@ async def test_user_journey(stack: LocalStack) -> None:
             try:
                 answer = await predict(status["url"], [{"prompt": "a pale gold planet", "seed": 1}])
             except AssertionError:
-                return None
+                return None  # the new revision is still loading
             return answer["predictions"][0]["revision"] == second
 
         await until("new revision answers", served_by_second, stack)

@@ -55,10 +55,14 @@ def conflict(info: ResourceInfo, name: str) -> APIError:
     return APIError(409, "Conflict", message, {"name": name, "group": info.group, "kind": info.plural})
 
 
-def invalid(info: ResourceInfo, name: str, message: str) -> APIError:
-    """422."""
-    return APIError(422, "Invalid", f'{info.kind} "{name}" is invalid: {message}',
-                    {"name": name, "group": info.group, "kind": info.kind})  # fmt: skip
+def invalid(
+    info: ResourceInfo, name: str, message: str, causes: list[tuple[str, str]] | None = None
+) -> APIError:
+    """422; ``causes`` are (field, message) pairs, which kubectl prints one per line."""
+    details: dict[str, Any] = {"name": name, "group": info.group, "kind": info.kind}
+    if causes:
+        details["causes"] = [{"reason": "FieldValueInvalid", "field": f, "message": m} for f, m in causes]
+    return APIError(422, "Invalid", f'{info.kind} "{name}" is invalid: {message}', details)
 
 
 def bad_request(message: str) -> APIError:

@@ -235,7 +235,11 @@ class Store:
         problems = strict.validate(body, schema)
         if problems:
             name = body.get("metadata", {}).get("name", "")
-            raise errors.invalid(info, name, "; ".join(str(p) for p in problems[:20]))
+            shown = problems[:20]
+            message = "; ".join(str(p) for p in shown)
+            raise errors.invalid(
+                info, name, message, [(p.path, f"Invalid value: {p.message}") for p in shown]
+            )
 
     def _view(self, info: ResourceInfo, body: Body) -> Body:
         out = copy.deepcopy(body)

@@ -88,8 +88,8 @@ def summarise(
         name: observe.not_ready_reason(body) for name, body in services.items() if not observe.is_ready(body)
     }
     serving = deployed and not not_ready
-    graph_ready = observe.is_ready(graph)
-    out.url = observe.url(graph) if graph_ready else observe.url(services[wanted[0]]) if serving else out.url
+    # The graph is the pipeline's one endpoint; its URL does not move while a revision rolls out.
+    out.url = observe.url(graph) or out.url
 
     def mark(kind: str, value: bool | None, reason: str, message: str = "") -> None:
         out.conditions = set_condition(
