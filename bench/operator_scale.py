@@ -26,7 +26,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from planet_operator.kubeapi import run_in_thread, write_kubeconfig
-
 from planet_operator.testing.fake_kserve import StatusWriter
 
 GROUP, VERSION, PLURAL = "planetgen.io", "v1alpha1", "planetpipelines"
