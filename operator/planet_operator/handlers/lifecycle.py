@@ -30,7 +30,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: ko
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=resource.GROUP, key="last-handled-configuration"
     )
-    settings.posting.level = logging.INFO
+    # Only warnings become Events by themselves; the operator posts its own phase and rollout events.
+    settings.posting.level = logging.WARNING
     # Watches are re-established every few minutes, so a silently dropped connection heals.
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
