@@ -20,6 +20,9 @@ def add_parser(sub: Any) -> None:
     parser.add_argument("--steps", type=int, default=4, help="denoising steps per image (tiny model, CPU)")
     parser.add_argument("--state-dir", type=Path, default=Path(".planet/demo"))
     parser.add_argument("--timeout", type=float, default=480.0, help="seconds to wait for Ready")
+    parser.add_argument(
+        "--no-rollout", action="store_true", help="skip the canary / promote / rollback stage"
+    )
     parser.set_defaults(handler=run)
 
 
@@ -42,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
         requests=args.requests,
         steps=args.steps,
         timeout=args.timeout,
+        rollout=not args.no_rollout,
         stack=stack.StackOptions(state_dir=args.state_dir, crd_paths=crd_paths(Path("."), [])),
     )
     return asyncio.run(demo.run(options, Console()))

@@ -49,6 +49,8 @@ class DemoOptions:
     requests: int = 3
     steps: int = 4
     timeout: float = 480.0
+    #: Also show a canary rollout, a promotion and a rollback.
+    rollout: bool = True
     stack: StackOptions = dataclasses.field(default_factory=StackOptions)
 
 
@@ -79,10 +81,13 @@ async def run(options: DemoOptions, console: Console) -> int:
             url = str(status["url"])
             console.print(f"[green]Ready[/] in {time.monotonic() - started:.0f}s: {url}")
             outcomes = await send_requests(client, url, namespace, name, options, console)
+            print_summary(outcomes, options, console, elapsed=time.monotonic() - started)
+            rolled = (
+                await rollout_stage(client, namespace, name, options, console) if options.rollout else True
+            )
         finally:
             await client.close()
-        print_summary(outcomes, options, console, elapsed=time.monotonic() - started)
-        return 0 if all(not o.error for o in outcomes) else 1
+        return 0 if all(not o.error for o in outcomes) and rolled else 1
 
 
 def apply(stack: LocalStack, manifest: Path, console: Console) -> tuple[str, str]:
@@ -202,3 +207,86 @@ def print_summary(outcomes: list[Outcome], options: DemoOptions, console: Consol
         table.add_row(str(index), prompt, str(o.seed), f"{o.seconds:.1f}s", raw, final, files)
     console.print(table)
     console.print(f"images in {options.out.resolve()}; logs in {options.stack.state_dir.resolve()}")
+
+
+async def rollout_stage(
+    client: Client, namespace: str, name: str, options: DemoOptions, console: Console
+) -> bool:
+    """A new checkpoint as a 50% canary on live traffic, promoted, then rolled back by revision."""
+    console.rule("rollout: a new revision as a canary")
+    before = (await client.get(resources.PIPELINES, namespace, name))["status"]
+    first = str(before["stableRevision"])
+    # An indefinite pause at 50%: the demo, not a timer, decides when to promote.
+    change = {
+        "spec": {
+            "version": "v4",
+            "generation": {"guidanceScale": 5.0},
+            "rollout": {"steps": [{"weight": 50, "pause": {}}], "analysis": {"interval": "1h"}},
+        }
+    }
+    await client.patch(resources.PIPELINES, namespace, name, change)
+    status = await _wait_status(client, namespace, name, lambda s: s.get("canaryRevision"), options.timeout)
+    canary = str(status["canaryRevision"])
+    console.print(f"  canary {canary} takes {status.get('trafficPercent')}% next to stable {first}")
+    generate = await client.get(resources.INFERENCE_SERVICES, namespace, f"{name}-generate")
+    url = f"{generate['status']['url']}/v1/models/{name}-generate:predict"
+    seen = await _revisions_answering(url, canary, options)
+    console.print(f"  {sum(seen.values())} draft requests answered by: {seen}")
+    console.print("  $ kubectl planet promote " + name + "   (annotation planetgen.io/promote)")
+    await _annotate(client, namespace, name, "planetgen.io/promote", "true")
+    await _wait_status(client, namespace, name, lambda s: s.get("stableRevision") == canary and
+                       s.get("phase") == "Ready", options.timeout)  # fmt: skip
+    console.print(f"  [green]promoted[/]: {canary} is stable")
+    console.rule("rollback to the earlier revision")
+    console.print(f"  $ kubectl planet rollback {name} --to {first}   (annotation planetgen.io/rollback-to)")
+    await _annotate(client, namespace, name, "planetgen.io/rollback-to", first)
+    status = await _wait_status(client, namespace, name, lambda s: s.get("stableRevision") == first,
+                                options.timeout)  # fmt: skip
+    spec = (await client.get(resources.PIPELINES, namespace, name))["spec"]
+    console.print(f"  [green]rolled back[/]: {first} serves again; spec.version is {spec.get('version')!r}")
+    history = Table(title="status.history")
+    for column in ("revision", "version", "result", "reason"):
+        history.add_column(column)
+    for entry in status.get("history", []):
+        history.add_row(
+            entry["revision"], str(entry.get("version")), entry["result"], entry.get("reason", "")
+        )
+    console.print(history)
+    return canary in seen and first in seen
+
+
+async def _annotate(client: Client, namespace: str, name: str, key: str, value: str) -> None:
+    await client.patch(resources.PIPELINES, namespace, name, {"metadata": {"annotations": {key: value}}})
+
+
+async def _wait_status(
+    client: Client, namespace: str, name: str, check: Any, seconds: float
+) -> dict[str, Any]:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        status = (await client.get(resources.PIPELINES, namespace, name)).get("status") or {}
+        if check(status):
+            return dict(status)
+        await asyncio.sleep(1.0)
+    raise TimeoutError(f"pipeline {name}: condition not reached in {seconds:.0f}s")
+
+
+async def _revisions_answering(url: str, canary: str, options: DemoOptions) -> dict[str, int]:
+    """Small draft requests until both revisions have answered (the canary may still be loading)."""
+    seen: dict[str, int] = {}
+    body = {
+        "instances": [
+            {"prompt": "a small violet planet", "lane": "draft", "steps": 1, "width": 256, "height": 112}
+        ]
+    }
+    deadline = time.monotonic() + options.timeout
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as session:
+        while time.monotonic() < deadline and (len(seen) < 2 or sum(seen.values()) < 12):
+            try:
+                answer = await _post(session, url, body)
+            except (aiohttp.ClientError, RuntimeError):
+                await asyncio.sleep(1.0)
+                continue
+            revision = str(answer["predictions"][0].get("revision"))
+            seen[revision] = seen.get(revision, 0) + 1
+    return seen
