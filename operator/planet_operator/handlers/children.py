@@ -38,6 +38,12 @@ def planet_revisions(namespace: str | None, labels: kopf.Labels, body: kopf.Body
     return {_key(namespace, labels): dict(body)}
 
 
+@kopf.index("", "v1", "configmaps", labels=OWNED)
+def planet_configs(namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any) -> Any:
+    """Per-revision pipeline configs by (namespace, pipeline): immutable, so seeing one is enough."""
+    return {_key(namespace, labels): dict(body)}
+
+
 @kopf.index("batch", "v1", "jobs", labels={resource.LABEL_ENGINE_KEY: kopf.PRESENT})
 def planet_jobs(namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any) -> Any:
     """Engine-build Jobs by (namespace, engine key): shared by every pipeline with that key."""

@@ -57,6 +57,7 @@ async def reconcile_loop(
     planet_graphs: Index = kwargs["planet_graphs"]
     planet_revisions: Index = kwargs["planet_revisions"]
     planet_jobs: Index = kwargs["planet_jobs"]
+    planet_configs: Index = kwargs["planet_configs"]
     failures = 0
     while not stopped:
         key = (body.metadata.namespace or "", body.metadata.name or "")
@@ -64,6 +65,7 @@ async def reconcile_loop(
             services=_by_name(planet_services.get(key, [])),
             graphs=_by_name(planet_graphs.get(key, [])),
             revisions=_by_label(planet_revisions.get(key, []), resource.LABEL_REVISION),
+            configs=_by_name(planet_configs.get(key, [])),
             jobs={k[1]: next(iter(v)) for k, v in planet_jobs.items() if k[0] == key[0] and v},
         )
         delay = ctx.settings.resync_seconds

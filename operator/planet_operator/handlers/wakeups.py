@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
+#: Seconds to let events settle after a wakeup.
+DEBOUNCE = 0.3
+
 
 class Wakeups:
     """One asyncio.Event per pipeline uid."""
@@ -16,11 +19,19 @@ class Wakeups:
         """Make the pipeline's next wait return at once."""
         self._events.setdefault(uid, asyncio.Event()).set()
 
-    async def wait(self, uid: str, seconds: float) -> None:
-        """Sleep until woken or ``seconds`` pass."""
+    async def wait(self, uid: str, seconds: float, *, settle: float = DEBOUNCE) -> None:
+        """Sleep until woken or ``seconds`` pass; after a wakeup, wait ``settle`` more.
+
+        The settling pause coalesces a burst of child events into one reconcile and lets Kopf's
+        indexes catch up with objects this pipeline just created (otherwise it creates them twice).
+        """
         event = self._events.setdefault(uid, asyncio.Event())
+        woken = False
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(event.wait(), timeout=seconds)
+            woken = True
+        if woken and settle > 0:
+            await asyncio.sleep(settle)
         event.clear()
 
     def forget(self, uid: str) -> None:

@@ -50,11 +50,15 @@ def _wanted(body: Body) -> Body:
     return {k: v for k, v in body.items() if k not in ("status",)}
 
 
-async def ensure(client: Client, desired: Body, *, live: Body | None = None) -> Result:
-    """Make the object look like ``desired``; ``live`` (from a Kopf index) saves a GET."""
+async def ensure(client: Client, desired: Body, *, live: Body | None = None, indexed: bool = False) -> Result:
+    """Make the object look like ``desired``.
+
+    ``live`` (from a Kopf index) saves a GET; with ``indexed`` an object missing from the index is
+    created straight away, and only a 409 (the index lagging) costs a GET.
+    """
     resource = resources.of(desired)
     namespace, name = desired["metadata"]["namespace"], desired["metadata"]["name"]
-    if live is None:
+    if live is None and not indexed:
         try:
             live = await client.get(resource, namespace, name)
         except NotFound:

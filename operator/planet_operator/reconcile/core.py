@@ -6,6 +6,7 @@ children, and writes only differences. Running it twice in a row writes nothing 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 from collections.abc import Callable, Mapping
@@ -18,6 +19,7 @@ from planet_operator.api.spec import PlanetPipelineSpec
 from planet_operator.api.status import PlanetPipelineStatus
 from planet_operator.builders import children, engine_job, names, plan, revision
 from planet_operator.kube import apply, resources
+from planet_operator.kube.client import Conflict
 from planet_operator.reconcile import history, observe, report
 from planet_operator.reconcile.context import Context
 from planet_operator.rollout import analysis, machine
@@ -153,7 +155,9 @@ async def _record_revision(work: _Pass) -> None:
         number=history.next_number(work.observed.revisions),
         owner=work.owner,
     )
-    await apply.ensure(work.ctx.client, stored)
+    # Known absent from the index: create without a GET; a 409 means another pass got there first.
+    with contextlib.suppress(Conflict):
+        await work.ctx.client.create(resources.CONTROLLER_REVISIONS, work.namespace, stored)
     keep = work.spec.rollback.revisions_kept
     protected = {work.revision, work.status.stable_revision or "", work.status.canary_revision or ""}
     for old in history.prunable(work.observed.revisions, keep=keep - 1, protected=protected):
@@ -370,10 +374,11 @@ async def _apply(work: _Pass, deployed: plan.Plan) -> None:
     live_by_kind = {
         "InferenceService": work.observed.services,
         "InferenceGraph": work.observed.graphs,
+        "ConfigMap": work.observed.configs,
     }
     for obj in desired:
         live = live_by_kind.get(obj["kind"], {}).get(obj["metadata"]["name"])
-        await apply.ensure(work.ctx.client, obj, live=dict(live) if live else None)
+        await apply.ensure(work.ctx.client, obj, live=dict(live) if live else None, indexed=True)
     wanted = {o["metadata"]["name"] for o in desired if o["kind"] == "InferenceService"}
     for name in work.observed.services:
         if name not in wanted:

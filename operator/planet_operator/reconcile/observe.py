@@ -22,6 +22,8 @@ class Observed:
     jobs: Mapping[str, Body] = dataclasses.field(default_factory=dict)
     #: ControllerRevisions of this pipeline by revision.
     revisions: Mapping[str, Body] = dataclasses.field(default_factory=dict)
+    #: Pipeline-config ConfigMaps by name.
+    configs: Mapping[str, Body] = dataclasses.field(default_factory=dict)
 
 
 def condition(body: Body | None, type: str) -> Mapping[str, Any] | None:
