@@ -85,9 +85,16 @@ def run_size(n: int, steady: float, tmp: Path) -> dict[str, Any]:
             rss = psutil.Process(operator.pid).memory_info().rss
             # Steady state: nothing changes, so nothing should be written.
             quiet_before = counts(server)
+            resources_before = dict(server.stats.resources)
             time.sleep(steady)
             quiet_after = counts(server)
             steady_writes = sum(quiet_after.get(v, 0) - quiet_before.get(v, 0) for v in WRITES)
+            # Which writes, if any: the first thing to look at when the goal of 0 is missed.
+            written = {
+                key: n - resources_before.get(key, 0)
+                for key, n in server.stats.resources.items()
+                if key.split(" ", 1)[0] in WRITES and n > resources_before.get(key, 0)
+            }
             return {
                 "pipelines": n,
                 "ready": ready,
@@ -96,6 +103,7 @@ def run_size(n: int, steady: float, tmp: Path) -> dict[str, Any]:
                 "operator_rss_mib": round(rss / 2**20, 1),
                 "steady_state_seconds": steady,
                 "steady_state_writes": steady_writes,
+                "steady_state_writes_by_resource": written,
             }
         finally:
             operator.terminate()

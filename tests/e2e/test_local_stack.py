@@ -34,7 +34,22 @@ MANIFEST = {
         "model": {"base": {"uri": "hf://stabilityai/stable-diffusion-xl-base-1.0"}},
         # 21:9-ish and tiny, so a CPU answers in seconds.
         "generation": {"width": 152, "height": 64, "steps": 2, "maxSteps": 8},
-        "engine": {"backend": "torch", "precision": "fp32"},
+        # The reference chain, scaled down: x2 ▶ resize ▶ img2img ▶ x2 ▶ resize, 21:9 kept.
+        "upscale": {
+            "model": {"uri": "s3://planetgen-models/upscalers/realesrgan-x2plus.pth"},
+            "tileSize": 128,
+            "tileOverlap": 16,
+            "stages": [
+                {"type": "upscale", "factor": 2},
+                {"type": "resize", "width": 224, "height": 96, "filter": "lanczos"},
+                {"type": "img2img", "strength": 0.3, "steps": 2},
+                {"type": "upscale", "factor": 2},
+                {"type": "resize", "width": 336, "height": 144, "filter": "lanczos"},
+            ],
+        },
+        # A compiled backend: the operator's build Job runs `python -m planet_build` (tiny preset,
+        # ONNX Runtime here) and both predictors serve the engines it wrote.
+        "engine": {"backend": "onnxruntime", "precision": "fp32", "batchSizes": [1, 2]},
         "serving": {
             "maxBatchWaitMs": 10,
             "lanes": {"final": {"steps": 2, "priority": 10}, "draft": {"steps": 1}},
@@ -120,8 +135,12 @@ async def test_user_journey(stack: LocalStack) -> None:
 
         status = await until("Ready", ready, stack)
         first = status["currentRevision"]
+        jobs = (await client.list_objects(resources.JOBS, "default"))["items"]
+        assert [j["status"]["succeeded"] for j in jobs] == [1]
+        argv = " ".join(stack.child_commands())
+        assert argv.count("--backend=onnxruntime") == 2 and "--engine-dir=" in argv
 
-        # An inference call through status.url (the InferenceGraph) returns a 21:9 image.
+        # Through status.url (the InferenceGraph): generate ▶ upscale chain ▶ the final 21:9 image.
         answer = await predict(
             status["url"],
             [
@@ -138,8 +157,11 @@ async def test_user_journey(stack: LocalStack) -> None:
         )
         [prediction] = answer["predictions"]
         image = Image.open(io.BytesIO(base64.b64decode(prediction["image"])))
-        assert image.size == (152, 64)
+        assert image.size == (336, 144)
         assert prediction["revision"] == first
+        assert [stage["type"] for stage in prediction["stages"]] == [
+            "upscale", "resize", "img2img", "upscale", "resize",
+        ]  # fmt: skip
 
         if shutil.which("kubectl"):
             table = kubectl(stack, "get", "pp")

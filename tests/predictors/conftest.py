@@ -1,4 +1,5 @@
-"""A real ``python -m planet_predictors.sdxl --preset tiny`` server shared by the HTTP tests."""
+"""Shared by the predictor tests: a real ``python -m planet_predictors.sdxl --preset tiny`` server for
+the HTTP tests, and the upscale pipeline config the upscaler's tests (in process and over HTTP) serve."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -41,6 +43,51 @@ CONFIG = {
     "modelHash": "ab" * 32,
     "spec": SPEC,
 }
+#: The upscale pipeline's checkpoint; ``--preset tiny`` stands in for it.
+UPSCALER_URI = "s3://planetgen-models/upscalers/tiny-x2.pth"
+#: 168x72 is 21:9; every stage keeps it: x2 ▶ 280x120 ▶ img2img ▶ x2 ▶ 420x180.
+CHAIN = [
+    {"type": "upscale", "factor": 2},
+    {"type": "resize", "width": 280, "height": 120, "filter": "lanczos"},
+    {"type": "img2img", "strength": 0.5, "steps": 2},
+    {"type": "upscale", "factor": 2},
+    {"type": "resize", "width": 420, "height": 180, "filter": "bicubic"},
+]
+
+
+def upscale_config(stages: list[dict[str, Any]] = CHAIN, **upscale: Any) -> dict[str, Any]:
+    """An upscale PipelineConfig over the tiny preset; ``upscale`` overrides spec.upscale keys."""
+    return {
+        "apiVersion": "planetgen.io/v1alpha1",
+        "kind": "PipelineConfig",
+        "pipeline": "planets",
+        "namespace": "test",
+        "revision": "r1",
+        "component": "upscale",
+        "modelHash": "cd" * 32,
+        "spec": {
+            "model": {"base": {"uri": "/mnt/models"}},
+            "generation": {"width": 512, "height": 224, "steps": 2, "maxSteps": 12, "guidanceScale": 5.0},
+            "engine": {"backend": "torch", "precision": "fp32"},
+            "upscale": {
+                "model": {"uri": UPSCALER_URI},
+                "tileSize": 64,
+                "tileOverlap": 16,
+                "stages": stages,
+                **upscale,
+            },
+            "serving": {
+                "lanes": {
+                    "final": {"steps": 2, "maxConcurrency": 1, "maxQueue": 6, "priority": 10},
+                    "draft": {"steps": 1, "maxConcurrency": 1, "maxQueue": 5, "priority": 0},
+                },
+                "maxBatchSize": 4,
+                "maxBatchWaitMs": 20,
+                "maxBodyBytes": 2_000_000,
+                "timeoutSeconds": 60,
+            },
+        },
+    }
 
 
 def free_port() -> int:

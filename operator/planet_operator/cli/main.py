@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from planet_operator.cli import errors
 
 #: Each subcommand is a module of this package with ``add_parser(sub)``.
-SUBCOMMANDS = ("render", "crds", "operator", "dev", "demo")
+SUBCOMMANDS = ("render", "crds", "docs", "operator", "dev", "demo")
 EXIT_USAGE = 2
 
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import socket
+import zlib
 from typing import Any
 
 from planet_operator.cli import errors
@@ -22,7 +25,12 @@ def add_parser(sub: Any) -> None:
     peering = parser.add_mutually_exclusive_group()
     peering.add_argument("--standalone", action="store_true", help="no peering: the only operator replica")
     peering.add_argument("--peering", metavar="NAME", help="Kopf peering object shared by HA replicas")
-    parser.add_argument("--priority", type=int, default=0, help="peering priority of this replica")
+    parser.add_argument(
+        "--priority",
+        type=int,
+        help="peering priority of this replica (default: $PLANET_PEERING_PRIORITY, else derived from "
+        "$POD_NAME or the host name, so that replicas of one Deployment differ)",
+    )
     parser.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
     parser.add_argument("--metrics-host", default="0.0.0.0", help="address for the metrics port")
     parser.add_argument(
@@ -63,9 +71,25 @@ def run(args: argparse.Namespace) -> int:
     kopf.run(
         standalone=args.standalone or not args.peering,
         peering_name=args.peering,
-        priority=args.priority,
+        priority=args.priority if args.priority is not None else default_priority(),
         liveness_endpoint=args.liveness,
         clusterwide=not args.namespace,
         namespaces=args.namespace,
     )
     return 0
+
+
+def default_priority() -> int:
+    """A priority unique to this pod with overwhelming odds, stable for the pod's life.
+
+    Kopf pauses every peer that shares the highest priority (it cannot tell which should lead), so
+    replicas of one Deployment, which get the same flags, must not share a fixed default.
+    """
+    explicit = os.environ.get("PLANET_PEERING_PRIORITY")
+    if explicit:
+        try:
+            return int(explicit)
+        except ValueError:
+            raise errors.UsageError(f"PLANET_PEERING_PRIORITY must be an integer, not {explicit!r}") from None
+    identity = os.environ.get("POD_NAME") or socket.gethostname()
+    return zlib.crc32(identity.encode()) & 0x7FFFFFFF

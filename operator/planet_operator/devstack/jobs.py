@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import logging
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,18 @@ from planet_operator.kube.client import Client
 log = logging.getLogger("planet.devstack")
 #: Builder flags whose values only make sense in a cluster (hub URIs, GPUs, the cluster's key).
 _DROPPED = ("--model", "--revision", "--lora", "--gpu-product", "--expect-key", "--cache-dir", "--backend",
-            "--precision", "--upscaler")  # fmt: skip
+            "--precision")  # fmt: skip
+#: The builder's last line: ``built <entry dir>`` or ``hit <entry dir>``.
+_RESULT = re.compile(r"^(built|hit) (\S.*)$")
+
+
+def engine_links(workdir: Path) -> Path:
+    """``<key the operator computed>`` ▶ the local build's entry: where predictors find their engines.
+
+    The local build is of the tiny preset for ONNX Runtime, so its own key differs from the cluster's;
+    the link makes ``--engine-dir=/mnt/engines/<operator key>`` resolve as the PVC would.
+    """
+    return workdir / "engines" / "by-key"
 
 
 def local_build_command(args: list[str], cache_dir: Path) -> list[str]:
@@ -48,6 +60,7 @@ def local_build_command(args: list[str], cache_dir: Path) -> list[str]:
 class _Run:
     process: Process
     started: str
+    expect_key: str | None
 
 
 class LocalJobs:
@@ -76,7 +89,10 @@ class LocalJobs:
             popen = run.process.popen
             if popen is None or popen.poll() is None:
                 continue
-            await self._status(job, _outcome(popen.returncode, run, run.process.tail(3)))
+            tail = run.process.tail(5)
+            if popen.returncode == 0:
+                self._link(run, tail)
+            await self._status(job, _outcome(popen.returncode, run, tail))
             self.runs.pop(key)
 
     def _start(self, job: dict[str, Any]) -> _Run:
@@ -88,7 +104,19 @@ class LocalJobs:
         )
         log.info("running build Job %s locally: %s", name, " ".join(argv[2:]))
         process.start()
-        return _Run(process=process, started=_now())
+        expect_key = _flag(container.get("args", []), "--expect-key")
+        return _Run(process=process, started=_now(), expect_key=expect_key)
+
+    def _link(self, run: _Run, tail: str) -> None:
+        found = [m for line in tail.splitlines() if (m := _RESULT.match(line.strip()))]
+        if not run.expect_key or not found:
+            log.warning("build %s: no engine key or result line; predictors will use torch", run.process.name)
+            return
+        links = engine_links(self.workdir)
+        links.mkdir(parents=True, exist_ok=True)
+        link = links / run.expect_key
+        link.unlink(missing_ok=True)
+        link.symlink_to(Path(found[-1].group(2)).resolve(), target_is_directory=True)
 
     async def _status(self, job: dict[str, Any], status: dict[str, Any]) -> None:
         meta = job["metadata"]
@@ -99,6 +127,15 @@ class LocalJobs:
         """Stop running builds."""
         for run in self.runs.values():
             run.process.stop()
+
+
+def _flag(args: list[str], name: str) -> str | None:
+    for index, arg in enumerate(args):
+        if arg == name and index + 1 < len(args):
+            return str(args[index + 1])
+        if arg.startswith(f"{name}="):
+            return arg.split("=", 1)[1]
+    return None
 
 
 def _finished(job: dict[str, Any]) -> bool:

@@ -47,14 +47,28 @@ def local_command(
     config_maps: Mapping[str, Mapping[str, str]],
     workdir: Path,
     preset_dir: Path,
+    engine_links: Path | None = None,
 ) -> LocalCommand:
-    """The argv, environment and readiness path for ``predictor``; ConfigMaps go under ``workdir``."""
+    """The argv, environment and readiness path for ``predictor``; ConfigMaps go under ``workdir``.
+
+    ``--engine-dir=/mnt/engines/<key>`` becomes the local build of ``<key>`` under ``engine_links``
+    when that build finished (served with ONNX Runtime, as the cluster serves its engines), else the
+    predictor runs the tiny preset in torch.
+    """
     container = predictor["containers"][0]
     mounts = _materialize_mounts(predictor, container, config_maps, workdir)
     command = [sys.executable if part == "python" else part for part in container.get("command", [])]
     args = []
+    backend = "torch"
     for arg in container.get("args", []):
-        if arg.split("=", 1)[0] in _DROPPED:
+        flag, _, value = arg.partition("=")
+        if flag == "--engine-dir" and engine_links is not None:
+            local_engines = engine_links / Path(value).name
+            if (local_engines / "manifest.json").exists():
+                args.append(f"--engine-dir={local_engines}")
+                backend = "onnxruntime"
+            continue
+        if flag in _DROPPED:
             continue
         for mount_path, local in mounts.items():
             arg = arg.replace(mount_path, str(local))
@@ -62,7 +76,7 @@ def local_command(
     args += [
         f"--http_port={port}",
         f"--grpc_port={grpc_port}",
-        "--backend=torch",
+        f"--backend={backend}",
         "--preset=tiny",
         f"--preset-dir={preset_dir}",
     ]

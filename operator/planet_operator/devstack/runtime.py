@@ -19,6 +19,7 @@ from typing import Any
 import aiohttp
 
 from planet_operator.devstack import materialize
+from planet_operator.devstack.jobs import engine_links
 from planet_operator.devstack.processes import Process, free_port, stop_all
 from planet_operator.kube import resources
 from planet_operator.kube.client import Client, NotFound
@@ -153,8 +154,9 @@ class LocalKServe:
             config_maps=config_maps,
             workdir=self.workdir / service.namespace / name,
             preset_dir=self.preset_dir,
+            engine_links=engine_links(self.workdir),
         )
-        log.info("starting %s on 127.0.0.1:%d", name, port)
+        log.info("starting %s on 127.0.0.1:%d: %s", name, port, " ".join(local.argv[2:]))
         return Process(
             name=name,
             command=local.argv,

@@ -132,6 +132,13 @@ class LocalStack:
                 pids += [p.popen.pid for p in service.revisions.values() if p.popen is not None]
         return pids
 
+    def child_commands(self) -> list[str]:
+        """The command line of every predictor process, as the stack started it."""
+        if self.runtime is None:
+            return []
+        services = self.runtime.services.values()
+        return [" ".join(p.command) for service in services for p in service.revisions.values()]
+
 
 def _spawn(command: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
     with log_path.open("ab") as log_file:

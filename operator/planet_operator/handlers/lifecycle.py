@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
-from typing import Any, cast
+from typing import Any
 
 import kopf
 import prometheus_client
@@ -12,12 +11,8 @@ import prometheus_client
 from planet_operator.api import resource
 from planet_operator.handlers import options
 from planet_operator.kube import client as kube
+from planet_operator.kube.events import EventRecorder
 from planet_operator.reconcile.context import Context, Settings
-
-
-def post_event(body: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
-    """A Kubernetes Event about ``body``, posted by Kopf's background poster."""
-    kopf.event(cast(kopf.Body, body), type=type_, reason=reason, message=message[:1024])
 
 
 @kopf.on.startup()
@@ -35,9 +30,11 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: ko
     # Watches are re-established every few minutes, so a silently dropped connection heals.
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
+    client = kube.Client(kube.load_connection())
+    memo["events"] = recorder = EventRecorder(client)
     memo["context"] = Context(
-        client=kube.Client(kube.load_connection()),
-        emit=post_event,
+        client=client,
+        emit=recorder.emit,
         settings=Settings(
             resync_seconds=opts.resync_seconds,
             namespace_label=opts.namespace_label,
@@ -52,6 +49,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: ko
 @kopf.on.cleanup()
 async def close(memo: kopf.Memo, **_: Any) -> None:
     """Close connection pools."""
+    recorder = memo.get("events")
+    if isinstance(recorder, EventRecorder):
+        await recorder.flush()
     context = memo.get("context")
     if isinstance(context, Context):
         await context.close()

@@ -20,25 +20,24 @@ PIPELINES = (resource.GROUP, resource.VERSION, resource.PLURAL)
 BACKOFF = (1.0, 2.0, 5.0, 15.0, 30.0, 60.0)
 #: The phase each pipeline is in, for the pipelines-by-phase gauge.
 _PHASES: dict[str, str] = {}
+#: (generation, labels, annotations) last seen per pipeline uid: what a reconcile depends on.
+_SEEN: dict[str, tuple[Any, ...]] = {}
 
 
-@kopf.on.create(*PIPELINES)
-@kopf.on.update(*PIPELINES)
-@kopf.on.resume(*PIPELINES)
-def changed(uid: str, **_: Any) -> None:
-    """Spec, labels or annotations changed (or the operator restarted): reconcile now."""
-    WAKEUPS.wake(uid)
+@kopf.on.event(*PIPELINES)
+def changed(uid: str, body: kopf.Body, **_: Any) -> None:
+    """Spec, labels or annotations changed: reconcile now.
 
-
-@kopf.on.delete(*PIPELINES, optional=True)
-def deleted(uid: str, name: str, namespace: str | None, logger: kopf.Logger, **_: Any) -> None:
-    """Children go with their ownerReferences; only the operator's own bookkeeping is left here."""
-    WAKEUPS.forget(uid)
-    _PHASES.pop(uid, None)
-    _publish_phases()
-    logger.info(
-        "pipeline %s/%s deleted; its children are garbage-collected by ownerReferences", namespace, name
-    )
+    A raw event handler rather than ``on.create/update/resume``: those persist Kopf's progress
+    and diff-base annotations, two PATCHes per change that nothing here needs (the daemon reconciles
+    at start, so creation and operator restarts are covered). Status writes, ours included, are
+    events too; the fingerprint keeps them from waking the loop that made them.
+    """
+    meta = body.get("metadata", {})
+    fingerprint = (meta.get("generation"), _stable(meta.get("labels")), _stable(meta.get("annotations")))
+    if _SEEN.get(uid) != fingerprint:
+        _SEEN[uid] = fingerprint
+        WAKEUPS.wake(uid)
 
 
 @kopf.daemon(*PIPELINES, cancellation_timeout=10.0)
@@ -52,6 +51,23 @@ async def reconcile_loop(
 ) -> None:
     """Reconcile, then sleep until a child or the spec changes, a rollout step is due, or resync."""
     ctx: Context = memo["context"]
+    try:
+        await _loop(ctx, body, uid, stopped, logger, kwargs)
+    finally:
+        if stopped.reason and stopped.reason & kopf.DaemonStoppingReason.RESOURCE_DELETED:
+            # Children go with their ownerReferences; only the operator's own bookkeeping is left.
+            # Done here, not in an on.delete handler: any changing handler makes Kopf persist a
+            # diff-base annotation on every pipeline, a write per change that nothing needs.
+            WAKEUPS.forget(uid)
+            _SEEN.pop(uid, None)
+            _PHASES.pop(uid, None)
+            _publish_phases()
+            logger.info("pipeline deleted; its children are garbage-collected by ownerReferences")
+
+
+async def _loop(
+    ctx: Context, body: kopf.Body, uid: str, stopped: kopf.DaemonStopped, logger: kopf.Logger, kwargs: Any
+) -> None:
     # Kopf passes every index by its function's name (see handlers.children).
     planet_services: Index = kwargs["planet_services"]
     planet_graphs: Index = kwargs["planet_graphs"]
@@ -103,6 +119,10 @@ def _by_name(bodies: Any) -> dict[str, dict[str, Any]]:
 
 def _by_label(bodies: Any, label: str) -> dict[str, dict[str, Any]]:
     return {str(b["metadata"]["labels"][label]): b for b in bodies}
+
+
+def _stable(mapping: Any) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted((str(k), str(v)) for k, v in (mapping or {}).items()))
 
 
 def _publish_phases() -> None:

@@ -9,6 +9,7 @@ INFERENCE_GRAPHS = Resource(group="serving.kserve.io", version="v1alpha1", plura
 JOBS = Resource(group="batch", version="v1", plural="jobs")
 CONFIG_MAPS = Resource(group="", version="v1", plural="configmaps")
 CONTROLLER_REVISIONS = Resource(group="apps", version="v1", plural="controllerrevisions")
+EVENTS = Resource(group="", version="v1", plural="events")
 
 BY_KIND = {
     ("serving.kserve.io/v1beta1", "InferenceService"): INFERENCE_SERVICES,

@@ -182,7 +182,9 @@ class APIServer:
             namespace = None
         verb = request.method
         watching = request.query.get("watch") in ("1", "true")
-        self.stats.count("WATCH" if watching else verb, info.plural)
+        self.stats.count(
+            "WATCH" if watching else verb, f"{info.plural}/{parts[2]}" if len(parts) > 2 else info.plural
+        )
         try:
             if watching:
                 return await self._watch(request, info, namespace)

@@ -26,6 +26,8 @@ Body = dict[str, Any]
 Key = tuple[str, str, str, str]
 #: Events kept for watches that resume from a resourceVersion; older ones answer 410 Gone.
 HISTORY = 20000
+#: apimachinery's SimpleNameGenerator alphabet.
+_NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 
 
 def now() -> str:
@@ -100,7 +102,7 @@ class Store:
         body = copy.deepcopy(body)
         meta = body.setdefault("metadata", {})
         if not meta.get("name") and meta.get("generateName"):
-            meta["name"] = meta["generateName"] + secrets.token_hex(3)[:5]
+            meta["name"] = self._generate_name(info, namespace, str(meta["generateName"]))
         name = meta.get("name")
         if not name:
             raise errors.invalid(info, "", "metadata.name: Required value: name or generateName is required")
@@ -125,6 +127,15 @@ class Store:
         if dry_run:
             return body
         return self._commit(info, key, body, "ADDED")
+
+    def _generate_name(self, info: ResourceInfo, namespace: str, prefix: str) -> str:
+        # Kubernetes' suffix alphabet (no vowels, no look-alikes), retried on a collision the way
+        # the API server does since 1.32 (RetryGenerateName) rather than answering 409.
+        for _ in range(8):
+            name = prefix + "".join(secrets.choice(_NAME_ALPHABET) for _ in range(5))
+            if self._key(info, namespace, name) not in self.objects:
+                return name
+        return name
 
     def update(
         self,

@@ -21,6 +21,7 @@ from planet_predictors.backends.torch_diffusers import TorchBackend
 from planet_predictors.serving.errors import BackendUnavailable
 
 INPUTS = ("sample", "timestep", "encoder_hidden_states", "text_embeds", "time_ids")
+OUTPUT = "out_sample"
 
 
 class OnnxRuntimeBackend(TorchBackend):
@@ -76,7 +77,7 @@ class _OrtForward:
             "text_embeds": _np(added_cond_kwargs["text_embeds"]),
             "time_ids": _np(added_cond_kwargs["time_ids"]),
         }
-        (out,) = self.session.run(["out_sample"], feeds)
+        (out,) = self.session.run([OUTPUT], feeds)
         result = torch.from_numpy(out).to(self.device, sample.dtype)
         return UNet2DConditionOutput(sample=result) if return_dict else (result,)
 
@@ -85,7 +86,9 @@ def _np(tensor: torch.Tensor) -> np.ndarray[Any, Any]:
     return tensor.detach().to("cpu", torch.float32).contiguous().numpy()
 
 
-class _ExportWrapper(torch.nn.Module):
+class UNetExportWrapper(torch.nn.Module):
+    """The SDXL UNet with flat tensor inputs: what ONNX export and TensorRT see."""
+
     def __init__(self, unet: Any) -> None:
         super().__init__()
         self.unet = unet
@@ -98,38 +101,66 @@ class _ExportWrapper(torch.nn.Module):
         text_embeds: torch.Tensor,
         time_ids: torch.Tensor,
     ) -> torch.Tensor:
+        """One denoising step; ``timestep`` has one value per batch item."""
         added = {"text_embeds": text_embeds, "time_ids": time_ids}
         out = self.unet(sample, timestep, encoder_hidden_states, added_cond_kwargs=added, return_dict=False)
         return out[0]  # type: ignore[no-any-return]
 
 
+def unet_dims(unet: Any) -> dict[str, int]:
+    """The UNet's fixed input sizes: latent channels, text width, pooled text width."""
+    cfg = unet.config
+    text_dim = int(unet.add_embedding.linear_1.in_features) - 6 * int(cfg.addition_time_embed_dim)
+    return {
+        "latent_channels": int(cfg.in_channels),
+        "cross_attention_dim": int(cfg.cross_attention_dim),
+        "text_embeds": text_dim,
+        "sequence": 77,
+        "time_ids": 6,
+    }
+
+
+def unet_inputs(
+    unet: Any, *, batch: int, height: int, width: int, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, ...]:
+    """Random UNet inputs in :data:`INPUTS` order for a latent of ``height`` x ``width``."""
+    dims = unet_dims(unet)
+    return (
+        torch.randn(batch, dims["latent_channels"], height, width, generator=generator),
+        torch.full((batch,), 10.0),
+        torch.randn(batch, dims["sequence"], dims["cross_attention_dim"], generator=generator),
+        torch.randn(batch, dims["text_embeds"], generator=generator),
+        torch.randn(batch, dims["time_ids"], generator=generator),
+    )
+
+
+def unet_dynamic_axes() -> dict[str, dict[int, str]]:
+    """Batch is dynamic everywhere; the latent's height and width too (ONNX Runtime serves any size)."""
+    dynamic = {name: {0: "batch"} for name in INPUTS}
+    dynamic["sample"] = {0: "batch", 2: "height", 3: "width"}
+    dynamic[OUTPUT] = {0: "batch", 2: "height", 3: "width"}
+    return dynamic
+
+
+#: A latent this size traces the path that upsamples to the skip tensors' size (odd height): the
+#: graph then works for every size, not only multiples of the UNet's downsampling factor.
+EXPORT_LATENT = (7, 16)
+
+
 def export_unet(unet: Any, engine_dir: Path, *, opset: int = 17) -> Path:
     """Export an SDXL UNet with dynamic batch and size, and write the manifest (tests, local use)."""
     engine_dir.mkdir(parents=True, exist_ok=True)
-    cfg = unet.config
-    # An odd height traces the path that upsamples to the skip tensors' size: it works for every size.
-    batch, h, w = 2, 7, 16
-    text_dim = int(unet.add_embedding.linear_1.in_features) - 6 * int(cfg.addition_time_embed_dim)
-    example = (
-        torch.randn(batch, cfg.in_channels, h, w),
-        torch.tensor([10.0] * batch),
-        torch.randn(batch, 77, cfg.cross_attention_dim),
-        torch.randn(batch, text_dim),
-        torch.randn(batch, 6),
-    )
-    dynamic = {name: {0: "batch"} for name in INPUTS}
-    dynamic["sample"] = {0: "batch", 2: "height", 3: "width"}
-    dynamic["out_sample"] = {0: "batch", 2: "height", 3: "width"}
+    example = unet_inputs(unet, batch=2, height=EXPORT_LATENT[0], width=EXPORT_LATENT[1])
     path = engine_dir / "unet.onnx"
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer warnings about shape asserts: the graph is checked by tests
         torch.onnx.export(
-            _ExportWrapper(unet).eval(),
+            UNetExportWrapper(unet).eval(),
             example,
             str(path),
             input_names=list(INPUTS),
-            output_names=["out_sample"],
-            dynamic_axes=dynamic,
+            output_names=[OUTPUT],
+            dynamic_axes=unet_dynamic_axes(),
             opset_version=opset,
             dynamo=False,
         )

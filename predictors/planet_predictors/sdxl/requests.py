@@ -11,13 +11,14 @@ import json
 import math
 import secrets
 from collections.abc import Mapping
-from typing import Any, Literal, cast
+from typing import Any, TypeAlias, cast
 
-from kserve.protocol.infer_type import InferInput, InferRequest
+from kserve.protocol.infer_type import InferRequest
 
 from planet_operator.api.spec import MAX_SIZE, PlanetPipelineSpec
 from planet_predictors import imaging
 from planet_predictors.sdxl.prompts import PromptBuilder
+from planet_predictors.serving import protocol
 from planet_predictors.serving.errors import BadRequest
 
 #: Smallest side a request may ask for: 4 latent pixels (SDXL's latent space is 1/8 of the image).
@@ -36,7 +37,6 @@ V2_TYPES = {
     "width": "INT32",
     "height": "INT32",
 }
-Protocol = Literal["v1", "v2"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,15 +56,6 @@ class GenerateRequest:
     def batch_key(self) -> tuple[int, int, int, float]:
         """What must match for requests to share one backend batch (the lane is matched apart)."""
         return (self.width, self.height, self.steps, self.guidance)
-
-
-@dataclasses.dataclass(frozen=True)
-class ParsedBatch:
-    """A decoded HTTP request: its protocol (for the answer's shape) and its images."""
-
-    protocol: Protocol
-    requests: list[GenerateRequest]
-    request_id: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,22 +89,18 @@ class Limits:
         )
 
 
+#: A decoded HTTP request: its protocol (for the answer's shape) and its images.
+ParsedBatch: TypeAlias = protocol.ParsedBatch[GenerateRequest]
+
+
 def parse(payload: object, limits: Limits) -> ParsedBatch:
     """Decode a V1 body (``dict``) or a V2 :class:`InferRequest`."""
     if isinstance(payload, InferRequest):
         return ParsedBatch("v2", parse_v2(payload, limits), payload.id)
-    if isinstance(payload, bytes | str):
-        # KServe leaves bodies undecoded when content-type is not JSON (curl's default, for one).
-        try:
-            payload = json.loads(payload)
-        except ValueError:
-            raise BadRequest("body", "not valid JSON") from None
-    if not isinstance(payload, Mapping):
-        raise BadRequest("body", 'must be a JSON object with "instances"')
-    instances = payload.get("instances")
+    instances = protocol.load_body(payload).get("instances")
     if not isinstance(instances, list):
         raise BadRequest("instances", "required: a list of objects")
-    _check_count(len(instances), "instances", limits)
+    protocol.check_count(len(instances), "instances", limits.max_instances)
     return ParsedBatch(
         "v1", [parse_instance(item, f"instances[{i}]", limits) for i, item in enumerate(instances)]
     )
@@ -121,19 +108,11 @@ def parse(payload: object, limits: Limits) -> ParsedBatch:
 
 def parse_instance(item: object, field: str, limits: Limits) -> GenerateRequest:
     """Validate one V1 instance (also used for each V2 row)."""
-    if not isinstance(item, Mapping):
-        raise BadRequest(field, "must be an object")
-    unknown = [k for k in item if k not in FIELDS]
-    if unknown:
-        raise BadRequest(f"{field}.{str(unknown[0])[:40]}", f"unknown field; allowed: {', '.join(FIELDS)}")
+    item = protocol.check_fields(item, field, FIELDS)
     if "prompt" not in item:
         raise BadRequest(f"{field}.prompt", "required: an object of attributes or a string")
     prompt = limits.prompts.render(item["prompt"], field=f"{field}.prompt")
-    lane = item.get("lane", limits.default_lane)
-    if not isinstance(lane, str) or lane not in limits.lanes:
-        raise BadRequest(
-            f"{field}.lane", f"unsupported value {_show(lane)}; allowed: {', '.join(limits.lanes)}"
-        )
+    lane = protocol.choice(item.get("lane", limits.default_lane), f"{field}.lane", limits.lanes)
     steps = _int(item, "steps", field, default=limits.lanes[lane], low=1, high=limits.max_steps)
     width = _side(item, "width", field, limits.width)
     height = _side(item, "height", field, limits.height)
@@ -142,11 +121,7 @@ def parse_instance(item: object, field: str, limits: Limits) -> GenerateRequest:
             f"{field}.width",
             f"{width}x{height} is larger than this pipeline's {limits.width}x{limits.height}",
         )
-    fmt = item.get("format", "png")
-    if fmt not in imaging.FORMATS:
-        raise BadRequest(
-            f"{field}.format", f"unsupported value {_show(fmt)}; allowed: {', '.join(imaging.FORMATS)}"
-        )
+    fmt = protocol.choice(item.get("format", "png"), f"{field}.format", imaging.FORMATS)
     negative = item.get("negative_prompt", limits.negative_prompt)
     if not isinstance(negative, str):
         raise BadRequest(f"{field}.negative_prompt", "must be a string")
@@ -181,65 +156,19 @@ def parse_instance(item: object, field: str, limits: Limits) -> GenerateRequest:
 
 def parse_v2(request: InferRequest, limits: Limits) -> list[GenerateRequest]:
     """Rows of the V2 inputs ▶ instances; ``prompt`` elements that are JSON objects are structured."""
-    inputs: dict[str, InferInput] = {}
-    for tensor in request.inputs:
-        name = str(tensor.name)
-        if name not in V2_TYPES:
-            raise BadRequest(f"inputs.{name[:40]}", f"unknown input; allowed: {', '.join(V2_TYPES)}")
-        if tensor.datatype != V2_TYPES[name]:
-            raise BadRequest(
-                f"inputs.{name}", f"datatype must be {V2_TYPES[name]}, got {_show(tensor.datatype)}"
-            )
-        inputs[name] = tensor
-    if "prompt" not in inputs:
-        raise BadRequest("inputs.prompt", "required: BYTES [n]")
-    columns = {name: _column(tensor, name) for name, tensor in inputs.items()}
-    n = len(columns["prompt"])
-    _check_count(n, "inputs.prompt", limits)
-    for name, column in columns.items():
-        if len(column) != n:
-            raise BadRequest(f"inputs.{name}", f"has {len(column)} elements; prompt has {n}")
-    rows: list[GenerateRequest] = []
-    for i in range(n):
-        row: dict[str, Any] = {name: column[i] for name, column in columns.items()}
+    rows = protocol.v2_rows(
+        request, V2_TYPES, key="prompt", missing="required: BYTES [n]", limit=limits.max_instances
+    )
+    parsed: list[GenerateRequest] = []
+    for i, row in enumerate(rows):
         text = row["prompt"]
         if text.lstrip().startswith("{"):
             try:
                 row["prompt"] = json.loads(text)
             except ValueError:
                 raise BadRequest(f"inputs.prompt[{i}]", "starts with { but is not a JSON object") from None
-        rows.append(parse_instance(row, f"inputs[{i}]", limits))
-    return rows
-
-
-def _column(tensor: InferInput, name: str) -> list[Any]:
-    data = tensor.data
-    values = data.tolist() if hasattr(data, "tolist") else data
-    if not isinstance(values, list):
-        raise BadRequest(f"inputs.{name}.data", "must be a list")
-    shape = list(tensor.shape or [])
-    if len(shape) != 1 or shape[0] != len(values):
-        raise BadRequest(f"inputs.{name}.shape", f"must be [{len(values)}] for {len(values)} elements")
-    if V2_TYPES[name] == "BYTES":
-        out: list[Any] = []
-        for i, value in enumerate(values):
-            if isinstance(value, bytes):
-                try:
-                    value = value.decode()
-                except UnicodeDecodeError:
-                    raise BadRequest(f"inputs.{name}[{i}]", "must be UTF-8 text") from None
-            if not isinstance(value, str):
-                raise BadRequest(f"inputs.{name}[{i}]", "must be a string")
-            out.append(value)
-        return out
-    return values
-
-
-def _check_count(n: int, field: str, limits: Limits) -> None:
-    if n == 0:
-        raise BadRequest(field, "empty: send at least one")
-    if n > limits.max_instances:
-        raise BadRequest(field, f"{n} items; the limit is {limits.max_instances} per request")
+        parsed.append(parse_instance(row, f"inputs[{i}]", limits))
+    return parsed
 
 
 def _int(item: Mapping[str, Any], key: str, field: str, *, default: int, low: int, high: int) -> int:
@@ -258,8 +187,3 @@ def _side(item: Mapping[str, Any], key: str, field: str, default: int) -> int:
     if value % 8:
         raise BadRequest(f"{field}.{key}", f"{value} is not a multiple of 8")
     return value
-
-
-def _show(value: object) -> str:
-    text = json.dumps(value, default=str) if not isinstance(value, str) else f'"{value}"'
-    return text if len(text) <= 60 else text[:57] + "..."

@@ -1,0 +1,107 @@
+{{/* Chart name, truncated to the 63 characters a label value allows. */}}
+{{- define "planetgen.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Full name: release-qualified unless the release name already contains the chart name. */}}
+{{- define "planetgen.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "planetgen.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Standard labels (app.kubernetes.io/*) on every object. */}}
+{{- define "planetgen.labels" -}}
+helm.sh/chart: {{ include "planetgen.chart" . }}
+{{ include "planetgen.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: planetgen
+{{- end }}
+
+{{/* Selector labels: stable across upgrades, so never the version. */}}
+{{- define "planetgen.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "planetgen.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: operator
+{{- end }}
+
+{{- define "planetgen.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "planetgen.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "planetgen.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+{{- end }}
+
+{{/* "true" when replicas peer through Kopf (more than one replica and peering on). */}}
+{{- define "planetgen.peered" -}}
+{{- if and .Values.peering.enabled (gt (int .Values.replicas) 1) }}true{{ end }}
+{{- end }}
+
+{{- define "planetgen.peeringName" -}}
+{{- default (include "planetgen.fullname" .) .Values.peering.name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* The API the operator uses in the namespaces it watches: read from the Python code
+     (handlers' Kopf indexes and watches, reconcile's client calls, the children it applies),
+     and checked against it by tests/chart. No wildcards. */}}
+{{- define "planetgen.operatorRules" -}}
+# Kopf watches pipelines and writes its finalizer and progress annotations; the operator clears
+# command annotations and restores specs on rollback-to.
+- apiGroups: ["planetgen.io"]
+  resources: ["planetpipelines"]
+  verbs: ["list", "watch", "patch"]
+- apiGroups: ["planetgen.io"]
+  resources: ["planetpipelines/status"]
+  verbs: ["patch"]
+# Children carry blockOwnerDeletion, which OwnerReferencesPermissionEnforcement allows only to
+# those who may update the owner's finalizers.
+- apiGroups: ["planetgen.io"]
+  resources: ["planetpipelines/finalizers"]
+  verbs: ["update"]
+- apiGroups: ["serving.kserve.io"]
+  resources: ["inferenceservices"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+- apiGroups: ["serving.kserve.io"]
+  resources: ["inferencegraphs"]
+  verbs: ["get", "list", "watch", "create", "patch"]
+- apiGroups: [""]
+  resources: ["configmaps"]
+  verbs: ["get", "list", "watch", "create", "patch"]
+- apiGroups: ["batch"]
+  resources: ["jobs"]
+  verbs: ["get", "list", "watch", "create", "patch"]
+# Revision history: one ControllerRevision per served model, pruned beyond rollback.revisionsKept.
+- apiGroups: ["apps"]
+  resources: ["controllerrevisions"]
+  verbs: ["list", "watch", "create", "delete"]
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["create"]
+{{- if and (include "planetgen.peered" .) .Values.watchNamespaces }}
+# Namespace-scoped operators peer through a KopfPeering in each watched namespace.
+- apiGroups: ["kopf.dev"]
+  resources: ["kopfpeerings"]
+  verbs: ["list", "watch", "patch"]
+{{- end }}
+{{- end }}

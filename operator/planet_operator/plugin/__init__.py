@@ -1,0 +1,1 @@
+"""``kubectl planet``: inspect pipelines and drive their rollouts from kubectl."""

@@ -1,0 +1,190 @@
+"""The upscaler ``kserve.Model``: parse ▶ admit + batch ▶ stage chain ▶ encode with provenance."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import kserve
+import numpy as np
+from kserve.protocol.infer_type import InferResponse
+from PIL import Image
+
+from planet_predictors import imaging
+from planet_predictors.config import PipelineConfig
+from planet_predictors.serving import errors, protocol
+from planet_predictors.serving import model as serving
+from planet_predictors.serving.batcher import Batcher, device_executor
+from planet_predictors.serving.metrics import Metrics
+from planet_predictors.upscaler import engines, requests
+from planet_predictors.upscaler import stages as st
+
+log = logging.getLogger(__name__)
+TIMING_KEYS = ("queue", "stages", "encode_image", "total")
+
+
+@dataclasses.dataclass(frozen=True)
+class ServeSettings(serving.ServeSettings):
+    """The shared knobs plus the largest input image accepted."""
+
+    max_input_pixels: int = 4 * 1536 * 640
+
+
+@dataclasses.dataclass(frozen=True)
+class Upscaled:
+    """One finished image and its per-stage records."""
+
+    pixels: np.ndarray[Any, Any]
+    stages: list[engines.StageResult]
+
+
+class UpscalerModel(kserve.Model):  # type: ignore[misc]  # kserve ships no type hints
+    """Upscale-chain predictor; ``ready`` only after every stage ran once on a small image."""
+
+    ready: bool
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        config: PipelineConfig,
+        chain: engines.Chain,
+        stages: tuple[st.Stage, ...],
+        serve: ServeSettings,
+        metrics: Metrics,
+        backend_name: str = "torch",
+    ) -> None:
+        super().__init__(name)
+        self.config = config
+        self.chain = chain
+        self.stages = stages
+        self.serve = serve
+        self.metrics = metrics
+        self.backend_name = backend_name
+        spec = config.spec
+        from planet_predictors.sdxl.prompts import PromptBuilder
+
+        self.limits = requests.Limits(
+            prompts=PromptBuilder(spec.generation.prompt),
+            lanes=tuple(spec.serving.lanes),
+            default_lane=spec.serving.default_lane,
+            max_instances=serve.max_instances,
+            max_input_pixels=serve.max_input_pixels,
+            chain=stages,
+            default_model=spec.upscale.model.uri if spec.upscale and spec.upscale.model else None,
+            default_steps=spec.generation.steps,
+            supports=chain.supports,
+        )
+        self.batcher: Batcher[requests.UpscaleRequest, Upscaled] | None = None
+        self._load_lock = threading.Lock()
+        self._device = device_executor(serve.device_concurrency)
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def load(self) -> bool:
+        """Load the img2img pass if any, run the chain once on a small image, then mark ready."""
+        with self._load_lock:
+            if not self.ready:
+                self.batcher, seconds = serving.start_batcher(
+                    self._run_batch,
+                    warm_up=self._warm_up,
+                    lanes=self.config.spec.serving.lanes,
+                    serve=self.serve,
+                    metrics=self.metrics,
+                    backend=self.backend_name,
+                    executor=self._device,
+                )
+                log.info("upscaler (%s) loaded and warmed in %.1f s", self.backend_name, seconds)
+                self.ready = True
+            return True
+
+    def _warm_up(self) -> None:
+        if self.chain.detail is not None:
+            self.chain.detail.load()
+        if self.serve.warmup:
+            # Small but big enough for the 8-pixel VAE grid; resize stages keep their full size.
+            probe = engines.Job(np.zeros((64, 64, 3), dtype=np.uint8), prompt="warm-up", seed=0)
+            warm = tuple(
+                dataclasses.replace(s, steps=1, strength=1.0) if isinstance(s, st.Img2Img) else s
+                for s in self.stages
+                if not isinstance(s, st.Resize)
+            )
+            self.chain.run([probe], warm)
+
+    # -- kserve hooks -------------------------------------------------------------------------
+
+    def validate(self, payload: Any) -> Any:
+        """Parsing already validated everything (KServe's own check expects dicts)."""
+        return payload
+
+    async def preprocess(self, payload: Any, headers: dict[str, str] | None = None) -> requests.ParsedBatch:
+        """Decode images off the event loop; bad input is a 400 naming the field."""
+        try:
+            return await asyncio.to_thread(requests.parse, payload, self.limits)
+        except errors.BadRequest:
+            self.metrics.count_error("bad_request")
+            raise
+
+    async def predict(
+        self, payload: requests.ParsedBatch, headers: dict[str, str] | None = None
+    ) -> dict[str, Any] | InferResponse:
+        """Queue every image, wait for all, answer in the request's protocol."""
+        outputs = await serving.run_all(
+            self.batcher,
+            payload.requests,
+            self._finish,
+            time_limit=self.serve.timeout_seconds,
+            metrics=self.metrics,
+        )
+        return protocol.respond(self.name, payload, outputs)
+
+    # -- work ---------------------------------------------------------------------------------
+
+    def _run_batch(self, batch: Sequence[requests.UpscaleRequest]) -> list[Upscaled]:
+        """Runs in the device thread; every request of a batch has the same chain."""
+        jobs = [engines.Job(r.pixels, prompt=r.prompt, seed=r.seed) for r in batch]
+        images, records = self.chain.run(jobs, batch[0].stages)
+        for request, record in zip(batch, records, strict=True):
+            for stage in record:
+                self.metrics.observe(request.lane, stage.type, stage.ms / 1000)
+        return [Upscaled(im, rec) for im, rec in zip(images, records, strict=True)]
+
+    def _finish(
+        self, request: requests.UpscaleRequest, result: Upscaled, queue_seconds: float, started: float
+    ) -> dict[str, Any]:
+        """Encode one image with provenance and build its V1 prediction (runs in a thread)."""
+        encode_started = time.perf_counter()
+        image = Image.fromarray(result.pixels)
+        data = imaging.encode(image, request.format, provenance=self.provenance(request))
+        timings = {
+            "queue": queue_seconds,
+            "stages": sum(s.ms for s in result.stages) / 1000,
+            "encode_image": time.perf_counter() - encode_started,
+            "total": time.perf_counter() - started,
+        }
+        self.metrics.observe(request.lane, "encode_image", timings["encode_image"])
+        self.metrics.count_images(request.lane)
+        return protocol.prediction(
+            request,
+            data=data,
+            size=image.size,
+            revision=self.config.revision,
+            timings=timings,
+            keys=TIMING_KEYS,
+            stages=[s.as_dict() for s in result.stages],
+        )
+
+    def provenance(self, request: requests.UpscaleRequest) -> dict[str, str]:
+        """The input's ``planetgen:*`` keys, then this step's (the chain is recorded too)."""
+        chain = [dataclasses.asdict(s) for s in request.stages]
+        return {
+            **request.provenance,
+            **serving.provenance(self.config, seed=request.seed, prompt=request.prompt),
+            "planetgen:upscale": json.dumps(chain, separators=(",", ":")),
+        }

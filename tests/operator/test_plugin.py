@@ -1,0 +1,273 @@
+"""kubectl planet against the embedded API server over real HTTP (and with the real operator)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client
+from tests.conftest import ROOT
+from tests.operator.cluster import GROUP, PLURAL, VERSION, Operator, cluster, operator, pipeline, wait_for
+
+from planet_operator.plugin import main as plugin
+
+__all__ = ["cluster", "operator"]  # fixtures
+NS = "default"
+Cluster = tuple[client.ApiClient, Path]
+
+
+def run(capsys: pytest.CaptureFixture[str], kubeconfig: Path, *args: str) -> tuple[int, str, str]:
+    code = plugin.main([*args, "--kubeconfig", str(kubeconfig)])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def custom(api: client.ApiClient) -> client.CustomObjectsApi:
+    return client.CustomObjectsApi(api)
+
+
+def store_revision(api: client.ApiClient, name: str, number: int, rev: str, version: str) -> None:
+    """A ControllerRevision as the operator writes one (reconcile.history)."""
+    client.AppsV1Api(api).create_namespaced_controller_revision(
+        NS,
+        {
+            "apiVersion": "apps/v1",
+            "kind": "ControllerRevision",
+            "metadata": {
+                "name": f"{name}-{rev}",
+                "labels": {
+                    "planetgen.io/pipeline": name,
+                    "planetgen.io/revision": rev,
+                    "app.kubernetes.io/managed-by": "planetgen",
+                },
+            },
+            "data": {"spec": {"version": version}, "version": version},
+            "revision": number,
+        },
+    )
+
+
+@pytest.fixture(scope="module")
+def apiserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """One embedded API server for the read-mostly tests, with only the PlanetPipeline CRD (fast)."""
+    from planet_operator import kubeapi
+
+    with kubeapi.run_in_thread(crd_paths=[ROOT / "crds"]) as server:
+        kubeconfig = kubeapi.write_kubeconfig(tmp_path_factory.mktemp("plugin") / "kubeconfig", server.url)
+        with client.ApiClient(client.Configuration(host=server.url)) as api:
+            yield api, kubeconfig
+
+
+@pytest.fixture(scope="module")
+def canary(apiserver: Cluster) -> Cluster:
+    """A pipeline mid-rollout: status written through the status subresource, as the operator does."""
+    api, _ = apiserver
+    body = pipeline("nebula", version="v2")
+    body["spec"]["rollout"] = {"steps": [{"weight": 10, "pause": {"duration": "5m"}}, {"weight": 50}]}
+    custom(api).create_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, body)
+    custom(api).create_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, pipeline("quiet"))
+    status = {
+        "phase": "Progressing",
+        "currentRevision": "bbbb2222",
+        "stableRevision": "aaaa1111",
+        "canaryRevision": "bbbb2222",
+        "trafficPercent": 10,
+        "url": "http://nebula.default.example.com",
+        "observedGeneration": 1,
+        "conditions": [
+            {"type": "Ready", "status": "True", "reason": "Serving", "message": "stable aaaa1111 serves"},
+            {
+                "type": "RolloutProgressing",
+                "status": "True",
+                "reason": "Analysing",
+                "message": "step 1: 10% to bbbb2222",
+            },
+        ],
+        "rollout": {
+            "step": 0,
+            "paused": False,
+            "failedChecks": 1,
+            "lastAnalysis": "2026-01-01T00:00:00Z",
+            "message": "error_rate 0.02 > max 0.01",
+        },
+        "history": [
+            {"revision": "aaaa1111", "version": "v1", "result": "Promoted", "reason": "all steps passed"},
+            {"revision": "bbbb2222", "version": "v2", "result": "Progressing"},
+        ],
+    }
+    custom(api).patch_namespaced_custom_object_status(
+        GROUP, VERSION, NS, PLURAL, "nebula", {"status": status}
+    )
+    store_revision(api, "nebula", 1, "aaaa1111", "v1")
+    store_revision(api, "nebula", 2, "bbbb2222", "v2")
+    return apiserver
+
+
+def annotations(api: client.ApiClient, name: str) -> dict[str, str]:
+    body = custom(api).get_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, name)
+    return dict(body["metadata"].get("annotations") or {})
+
+
+def test_list_shows_the_printer_columns(canary: Cluster, capsys: pytest.CaptureFixture[str]) -> None:
+    _, kubeconfig = canary
+    code, out, _ = run(capsys, kubeconfig, "list")
+    assert code == 0
+    header, *lines = [line for line in out.splitlines() if line.strip() and set(line.strip()) != {"─"}]
+    assert header.split() == ["NAME", "PHASE", "REVISION", "TRAFFIC", "READY", "AGE"]
+    nebula = next(line for line in lines if line.startswith("nebula"))
+    assert nebula.split()[:5] == ["nebula", "Progressing", "bbbb2222", "10%", "True"]
+    assert any(line.startswith("quiet") for line in lines)
+
+    code, out, _ = run(capsys, kubeconfig, "list", "-A", "-o", "json")
+    listed = json.loads(out)
+    assert listed["kind"] == "List"
+    assert [i["metadata"]["name"] for i in listed["items"]] == ["nebula", "quiet"]
+
+    code, out, _ = run(capsys, kubeconfig, "list", "-n", "elsewhere")
+    assert code == 0 and "No PlanetPipelines found in namespace elsewhere" in out
+
+
+def test_status_shows_conditions_rollout_and_releases(
+    canary: Cluster, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, kubeconfig = canary
+    code, out, _ = run(capsys, kubeconfig, "status", "nebula")
+    assert code == 0
+    for text in (
+        "Progressing",
+        "aaaa1111",
+        "http://nebula.default.example.com",
+        "RolloutProgressing",
+        "step 1: 10% to bbbb2222",
+        "1/2",  # rollout step
+        "error_rate 0.02 > max 0.01",  # the failed analysis
+        "all steps passed",  # a release's reason
+    ):
+        assert text in out, text
+
+    code, out, _ = run(capsys, kubeconfig, "status", "nebula", "-o", "yaml")
+    assert yaml.safe_load(out)["status"]["canaryRevision"] == "bbbb2222"
+
+
+def test_history_lists_controller_revisions(canary: Cluster, capsys: pytest.CaptureFixture[str]) -> None:
+    _, kubeconfig = canary
+    code, out, _ = run(capsys, kubeconfig, "history", "nebula", "-o", "json")
+    assert code == 0
+    rows = json.loads(out)
+    assert [(r["revision"], r["hash"], r["version"]) for r in rows] == [
+        (1, "aaaa1111", "v1"),
+        (2, "bbbb2222", "v2"),
+    ]
+    assert rows[0]["serving"] == "stable" and rows[1]["serving"] == "current,canary"
+    assert rows[0]["result"] == "Promoted"
+    code, out, _ = run(capsys, kubeconfig, "history", "nebula")
+    assert "REVISION" in out and "HASH" in out and "bbbb2222" in out
+
+
+def test_rollout_commands_set_the_operators_annotations(
+    canary: Cluster, capsys: pytest.CaptureFixture[str]
+) -> None:
+    api, kubeconfig = canary
+    for command in ("pause", "resume", "promote", "abort"):
+        code, out, _ = run(capsys, kubeconfig, command, "nebula")
+        assert code == 0 and f"{command} requested" in out
+        assert annotations(api, "nebula")[f"planetgen.io/{command}"] == "true"
+    # Without a canary the annotation would linger and act on the next rollout: refused.
+    code, out, err = run(capsys, kubeconfig, "promote", "quiet")
+    assert code == 2 and out == ""
+    assert err.strip() == "error: quiet has no rollout in progress (phase unknown)"
+    assert "planetgen.io/promote" not in annotations(api, "quiet")
+
+
+def test_rollback_targets_a_stored_revision(canary: Cluster, capsys: pytest.CaptureFixture[str]) -> None:
+    api, kubeconfig = canary
+    code, out, _ = run(capsys, kubeconfig, "rollback", "nebula")
+    assert code == 0 and "revision 1 (aaaa1111)" in out
+    assert annotations(api, "nebula")["planetgen.io/rollback-to"] == "aaaa1111"
+    code, _, _ = run(capsys, kubeconfig, "rollback", "nebula", "--to-revision", "2")
+    assert code == 0 and annotations(api, "nebula")["planetgen.io/rollback-to"] == "bbbb2222"
+    code, _, err = run(capsys, kubeconfig, "rollback", "nebula", "--to-revision", "7")
+    assert code == 2 and err.strip() == "error: revision 7 not found (stored: 1, 2)"
+
+
+def test_errors_are_one_line_and_exit_2(
+    canary: Cluster, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    _, kubeconfig = canary
+    code, _, err = run(capsys, kubeconfig, "status", "missing")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "not found" in err
+    dead = tmp_path / "dead-kubeconfig"
+    dead.write_text(kubeconfig.read_text().replace(_server(kubeconfig), "http://127.0.0.1:9"))
+    code, _, err = run(capsys, dead, "list")
+    assert code == 2 and err.startswith("error: cannot reach the API server") and err.count("\n") == 1
+    code, _, err = run(capsys, tmp_path / "absent", "list")
+    assert code == 2 and err.startswith("error: cannot load kubeconfig")
+
+
+def _server(kubeconfig: Path) -> str:
+    return str(yaml.safe_load(kubeconfig.read_text())["clusters"][0]["cluster"]["server"])
+
+
+def test_installed_executable_is_what_kubectl_runs(canary: Cluster) -> None:
+    _, kubeconfig = canary
+    executable = Path(plugin.sys.executable).parent / "kubectl-planet"
+    if not executable.exists():
+        pytest.skip("kubectl-planet is not installed in this environment (reinstall the package)")
+    done = subprocess.run(
+        [str(executable), "list", "-o", "json"],
+        env={"KUBECONFIG": str(kubeconfig), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert {i["metadata"]["name"] for i in json.loads(done.stdout)["items"]} == {"nebula", "quiet"}
+
+
+def test_rollback_is_carried_out_by_the_operator(
+    cluster: Cluster, operator: Operator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from planet_operator.testing.fake_kserve import StatusWriter
+
+    api, kubeconfig = cluster
+    custom(api).create_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, pipeline("orbit", version="v1"))
+
+    def pipeline_status() -> dict[str, Any]:
+        body = custom(api).get_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, "orbit")
+        return dict(body.get("status") or {})
+
+    with StatusWriter(api):
+        first = wait_for(
+            "first revision ready",
+            lambda: pipeline_status().get("phase") == "Ready" and pipeline_status()["stableRevision"],
+            log=operator,
+        )
+        custom(api).patch_namespaced_custom_object(
+            GROUP, VERSION, NS, PLURAL, "orbit", {"spec": {"version": "v2", "generation": {"steps": 20}}}
+        )
+        wait_for(
+            "second revision stable",
+            lambda: pipeline_status().get("stableRevision") not in (None, first),
+            log=operator,
+        )
+        code, out, _ = run(capsys, kubeconfig, "history", "orbit", "-o", "json")
+        assert code == 0 and [r["version"] for r in json.loads(out)] == ["v1", "v2"]
+
+        code, out, err = run(capsys, kubeconfig, "rollback", "orbit")
+        assert code == 0, err
+
+        def restored() -> Any:
+            body = custom(api).get_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, "orbit")
+            done = (
+                body["spec"].get("version") == "v1"
+                and (body.get("status") or {}).get("stableRevision") == first
+            )
+            return done and "planetgen.io/rollback-to" not in (body["metadata"].get("annotations") or {})
+
+        wait_for("spec restored by the operator", restored, timeout=60, log=operator)
