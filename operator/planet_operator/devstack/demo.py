@@ -12,8 +12,10 @@ import base64
 import dataclasses
 import io
 import json
+import os
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -83,7 +85,9 @@ async def run(options: DemoOptions, console: Console) -> int:
             outcomes = await send_requests(client, url, namespace, name, options, console)
             print_summary(outcomes, options, console, elapsed=time.monotonic() - started)
             rolled = (
-                await rollout_stage(client, namespace, name, options, console) if options.rollout else True
+                await rollout_stage(client, stack.kubeconfig, namespace, name, options, console)
+                if options.rollout
+                else True
             )
         finally:
             await client.close()
@@ -210,7 +214,7 @@ def print_summary(outcomes: list[Outcome], options: DemoOptions, console: Consol
 
 
 async def rollout_stage(
-    client: Client, namespace: str, name: str, options: DemoOptions, console: Console
+    client: Client, kubeconfig: Path, namespace: str, name: str, options: DemoOptions, console: Console
 ) -> bool:
     """A new checkpoint as a 50% canary on live traffic, promoted, then rolled back by revision."""
     console.rule("rollout: a new revision as a canary")
@@ -232,14 +236,12 @@ async def rollout_stage(
     url = f"{generate['status']['url']}/v1/models/{name}-generate:predict"
     seen = await _revisions_answering(url, canary, options)
     console.print(f"  {sum(seen.values())} draft requests answered by: {seen}")
-    console.print("  $ kubectl planet promote " + name + "   (annotation planetgen.io/promote)")
-    await _annotate(client, namespace, name, "planetgen.io/promote", "true")
+    await plugin(kubeconfig, console, "promote", name, "-n", namespace)
     await _wait_status(client, namespace, name, lambda s: s.get("stableRevision") == canary and
                        s.get("phase") == "Ready", options.timeout)  # fmt: skip
     console.print(f"  [green]promoted[/]: {canary} is stable")
     console.rule("rollback to the earlier revision")
-    console.print(f"  $ kubectl planet rollback {name} --to {first}   (annotation planetgen.io/rollback-to)")
-    await _annotate(client, namespace, name, "planetgen.io/rollback-to", first)
+    await plugin(kubeconfig, console, "rollback", name, "-n", namespace, "--to-revision", first)
     status = await _wait_status(client, namespace, name, lambda s: s.get("stableRevision") == first,
                                 options.timeout)  # fmt: skip
     spec = (await client.get(resources.PIPELINES, namespace, name))["spec"]
@@ -255,8 +257,26 @@ async def rollout_stage(
     return canary in seen and first in seen
 
 
-async def _annotate(client: Client, namespace: str, name: str, key: str, value: str) -> None:
-    await client.patch(resources.PIPELINES, namespace, name, {"metadata": {"annotations": {key: value}}})
+async def plugin(kubeconfig: Path, console: Console, *args: str) -> None:
+    """``kubectl planet ...`` as a user types it: kubectl finds the plugin on PATH (the venv's bin)."""
+    bin_dir = Path(sys.executable).parent
+    path = f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"
+    # kubectl hands its plugins no flags of its own, so the kubeconfig goes by environment.
+    env = {**os.environ, "PATH": path, "KUBECONFIG": str(kubeconfig)}
+    kubectl = shutil.which("kubectl", path=path)
+    if kubectl and shutil.which("kubectl-planet", path=path):
+        command = [kubectl, "planet", *args]
+    else:  # no kubectl: the same plugin, called directly
+        entry = "from planet_operator.plugin.main import main; raise SystemExit(main())"
+        command = [sys.executable, "-c", entry, *args]
+    console.print(f"  $ kubectl planet {' '.join(args)}")
+    result = await asyncio.to_thread(
+        subprocess.run, command, capture_output=True, text=True, timeout=60, check=False, env=env
+    )
+    for line in (result.stdout + result.stderr).strip().splitlines():
+        console.print(f"    {line}")
+    if result.returncode != 0:
+        raise RuntimeError(f"kubectl planet {args[0]} failed with exit code {result.returncode}")
 
 
 async def _wait_status(

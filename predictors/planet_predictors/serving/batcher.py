@@ -112,9 +112,10 @@ class Batcher(Generic[T, R]):
         self._busy = 0
         self._batch_seconds = 1.0  # EWMA, seeds Retry-After before the first batch
         self._wake = asyncio.Event()
-        self._executor = concurrent.futures.ThreadPoolExecutor(
-            device_slots, thread_name_prefix="planet-device"
-        )
+        # The model's own device threads when given: load, warm-up and batches then share the threads
+        # (CUDA streams and TensorRT execution contexts are best kept on the thread that made them).
+        self._owns_executor = executor is None
+        self._executor = executor or device_executor(device_slots)
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop_task: asyncio.Task[None] | None = None
         metrics.prime(list(self.lanes))
@@ -160,7 +161,8 @@ class Batcher(Generic[T, R]):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._loop_task
             self._loop_task = None
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        if self._owns_executor:
+            self._executor.shutdown(wait=False, cancel_futures=True)
 
     # -- admission ----------------------------------------------------------------------------
 

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from tests.build.conftest import builder
+from tests.engine_builder.conftest import builder
 
 pytestmark = pytest.mark.gpu
 

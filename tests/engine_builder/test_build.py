@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from tests.build.conftest import TINY, builder
+from tests.engine_builder.conftest import TINY, builder
 
 from planet_build import cache, cli, components, parity
 
