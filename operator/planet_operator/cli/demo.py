@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -48,4 +49,6 @@ def run(args: argparse.Namespace) -> int:
         rollout=not args.no_rollout,
         stack=stack.StackOptions(state_dir=args.state_dir, crd_paths=crd_paths(Path("."), [])),
     )
-    return asyncio.run(demo.run(options, Console()))
+    # Piped into a log (make demo | tee), rich would assume 80 columns and fold every table row.
+    console = Console() if sys.stdout.isatty() else Console(width=160)
+    return asyncio.run(demo.run(options, console))
