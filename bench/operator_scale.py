@@ -50,7 +50,7 @@ def counts(server: Any) -> dict[str, int]:
 
 
 def run_size(n: int, steady: float, tmp: Path) -> dict[str, Any]:
-    crds = [ROOT / "crds", ROOT.parent / "shared" / "schemas" / "kserve"]
+    crds = [ROOT / "crds", ROOT / "third_party" / "kserve"]
     with run_in_thread(crd_paths=[p for p in crds if p.exists()]) as server:
         kubeconfig = tmp / f"kubeconfig-{n}"
         write_kubeconfig(kubeconfig, server.url)

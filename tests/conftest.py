@@ -9,8 +9,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
-#: KServe's published CRDs, checked out beside the repository (see DESIGN).
-KSERVE_SCHEMAS = ROOT.parent / "shared" / "schemas" / "kserve"
+#: KServe's published CRDs, vendored (third_party/kserve/README.md) ...
+KSERVE_SCHEMAS = ROOT / "third_party" / "kserve"
+#: ... from the copy the team shares beside the repository, when this checkout has one (see DESIGN).
+SHARED_KSERVE_SCHEMAS = ROOT.parent / "shared" / "schemas" / "kserve"
 
 
 def _cuda_available() -> bool:

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 import yaml
-from tests.conftest import EXAMPLES
+from tests.conftest import EXAMPLES, KSERVE_SCHEMAS, SHARED_KSERVE_SCHEMAS
 
 from planet_operator.api import validation
 from planet_operator.api.resource import LABEL_PIPELINE, LABEL_REVISION
@@ -232,3 +232,13 @@ def test_crds_command_prints_the_generated_crd(capsys: pytest.CaptureFixture[str
     assert cli.main(["crds"]) == 0
     [crd] = [d for d in yaml.safe_load_all(capsys.readouterr().out) if d]
     assert crd["metadata"]["name"] == "planetpipelines.planetgen.io"
+
+
+@pytest.mark.parametrize("kind", ["inferenceservices", "inferencegraphs"])
+def test_vendored_kserve_crds_equal_the_shared_copy(kind: str) -> None:
+    shared = SHARED_KSERVE_SCHEMAS / f"serving.kserve.io_{kind}.yaml"
+    if not shared.exists():
+        pytest.skip(f"no shared KServe schemas beside this checkout ({SHARED_KSERVE_SCHEMAS})")
+    assert (KSERVE_SCHEMAS / shared.name).read_bytes() == shared.read_bytes(), (
+        f"third_party/kserve/{shared.name} differs from {shared}: copy it again"
+    )

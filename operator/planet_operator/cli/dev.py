@@ -10,8 +10,8 @@ from typing import Any
 
 from planet_operator.cli import errors
 
-#: KServe's published CRDs, checked out beside the repository (see DESIGN).
-DEFAULT_KSERVE_CRDS = Path(__file__).resolve().parents[3].parent / "shared" / "schemas" / "kserve"
+#: KServe's published CRDs, vendored so that a fresh clone runs the local stack (third_party/kserve).
+DEFAULT_KSERVE_CRDS = Path(__file__).resolve().parents[3] / "third_party" / "kserve"
 
 
 def add_parser(sub: Any) -> None:
