@@ -12,6 +12,8 @@ Autoscalers (all with min 1, max 32 replicas):
   keda  queue depth: replicas = ceil(queued / 4), read every 15 s from Prometheus (15 s stale);
         the HPA under KEDA scales up by at most max(100 %, 4 pods) per sync, down after a 300 s window.
   keda-ongoing  the same on queued + in flight (what the operator's KEDA query should use, see below).
+        The operator renders the target as KServe `{type: Value, value: 4}`: KServe makes it the
+        Prometheus trigger's `threshold` and KEDA's HPA target is AverageValue, hence the division.
   hpa   GPU utilisation, target 80 %, same HPA mechanics; utilisation is averaged over 30 s, is
         capped at 100 % and unready replicas count as 0 %, so it can grow at most 1.25x per cold start.
   kpa   Knative: concurrency (queued + in flight, from the queue-proxies, no scrape lag) with target

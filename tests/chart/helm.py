@@ -158,10 +158,16 @@ def operator_api_use(*, peered: bool, clusterwide: bool) -> set[Rule]:
     # to update the owner's finalizers (OwnerReferencesPermissionEnforcement).
     needed.add((resources.PIPELINES.group, f"{resources.PIPELINES.plural}/finalizers", "update"))
 
-    # Kopf itself: events it posts, CRDs it scans, namespaces it resolves, the peering it keeps.
+    # Kopf itself: events it posts, CRDs it scans and namespaces it resolves (unless the operator's
+    # settings turn scanning off), the peering it keeps.
+    from planet_operator.handlers import lifecycle
+
+    settings = kopf.OperatorSettings()
+    lifecycle.tune(settings)
     needed.add((references.EVENTS.group or "", references.EVENTS.any_name, "create"))
-    needed |= {(references.CRDS.group or "", references.CRDS.any_name, v) for v in ("list", "watch")}
-    if not clusterwide:
+    if not settings.scanning.disabled:
+        needed |= {(references.CRDS.group or "", references.CRDS.any_name, v) for v in ("list", "watch")}
+    if not settings.scanning.disabled and not clusterwide:
         group = references.NAMESPACES.group or ""
         needed |= {(group, references.NAMESPACES.any_name, v) for v in ("list", "watch")}
     if peered:

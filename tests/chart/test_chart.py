@@ -154,8 +154,8 @@ def test_rbac_grants_exactly_what_the_operator_uses(variant: Any) -> None:
 
 def test_namespaced_rbac_grants_nothing_on_pipelines_cluster_wide() -> None:
     objects = helm.render(VARIANTS["namespaced"])
-    cluster = set().union(*(helm.granted(r["rules"]) for r in helm.of_kind(objects, "ClusterRole")))
-    assert {resource for _, resource, _ in cluster} <= {"customresourcedefinitions", "namespaces"}
+    # Not even for Kopf: its CRD and namespace scanning is off.
+    assert helm.of_kind(objects, "ClusterRole") == [] and helm.of_kind(objects, "ClusterRoleBinding") == []
     assert sorted(r["metadata"]["namespace"] for r in helm.of_kind(objects, "Role")) == ["team-a", "team-b"]
     args = container(objects)["args"]
     assert "--namespace=team-a" in args and "--namespace=team-b" in args

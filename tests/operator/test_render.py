@@ -123,7 +123,8 @@ def test_standard_canary_uses_spec_canary_and_keda() -> None:
     assert annotations["serving.kserve.io/autoscalerClass"] == "keda"
     [metric] = rolled["spec"]["predictor"]["autoScaling"]["metrics"]
     assert "planet_queue_depth" in metric["external"]["metric"]["query"]
-    assert metric["external"]["target"] == {"type": "AverageValue", "averageValue": "4"}
+    # KServe 0.20's webhook refuses an external metric without `target.value`.
+    assert metric["external"]["target"] == {"type": "Value", "value": "4"}
 
 
 def test_graph_feeds_generate_into_upscale() -> None:

@@ -79,7 +79,8 @@ class PromptAttribute(RuledModel):
     values: list[Annotated[str, pydantic.Field(min_length=1, max_length=120)]] = pydantic.Field(
         min_length=1, max_length=256
     )
-    default: str | None = None
+    #: Bounded like ``values``: the API server prices each CEL rule by the longest input it can get.
+    default: str | None = pydantic.Field(default=None, max_length=120)
     required: bool = True
 
     __rules__ = (
@@ -300,7 +301,7 @@ class ServingSpec(RuledModel):
 
     deployment_mode: Literal["knative", "standard"] = "standard"
     lanes: dict[str, Lane] = pydantic.Field(default_factory=_default_lanes, min_length=1, max_length=8)
-    default_lane: str = "final"
+    default_lane: str = pydantic.Field(default="final", max_length=63)
     max_batch_size: int = pydantic.Field(default=4, ge=1, le=64)
     max_batch_wait_ms: int = pydantic.Field(default=50, ge=0, le=10000)
     timeout_seconds: int = pydantic.Field(default=600, ge=1, le=3600, description="Per request, end to end.")

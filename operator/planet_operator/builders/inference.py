@@ -105,8 +105,10 @@ def _queue_depth_metric(plan: Plan, scaling: api.AutoscalingSpec, component: str
         "type": "External",
         "external": {
             "metric": {"backend": "prometheus", "serverAddress": scaling.prometheus_address, "query": query},
-            # AverageValue: replicas = ceil(total / target per replica), which is what queue scaling means.
-            "target": {"type": "AverageValue", "averageValue": str(scaling.target_queue_depth)},
+            # KServe's webhook wants `value` and copies it into KEDA's Prometheus trigger `threshold`;
+            # KEDA then gives the HPA an AverageValue target (its default for external triggers), so
+            # replicas = ceil(total / threshold): targetQueueDepth stays per replica.
+            "target": {"type": "Value", "value": str(scaling.target_queue_depth)},
         },
     }
 

@@ -5,11 +5,14 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import socket
 import zlib
 from typing import Any
 
 from planet_operator.cli import errors
+
+NAMESPACE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 
 
 def add_parser(sub: Any) -> None:
@@ -55,6 +58,14 @@ def run(args: argparse.Namespace) -> int:
 
     if args.resync <= 0:
         raise errors.UsageError("--resync must be > 0")
+    for namespace in args.namespace:
+        # Kopf's dynamic namespace discovery is off (no cluster-wide list/watch), so it would skip a
+        # pattern silently; an exact DNS label is the only thing that works.
+        if not NAMESPACE.fullmatch(namespace):
+            raise errors.UsageError(
+                f"--namespace={namespace!r}: give an exact namespace name (lowercase letters, digits "
+                "and '-', at most 63 characters); patterns are not supported"
+            )
     options.current = options.Options(
         resync_seconds=args.resync,
         namespace_label=not args.no_namespace_label,

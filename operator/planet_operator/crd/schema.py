@@ -3,7 +3,7 @@
 Kubernetes wants every node typed, no ``$ref``, no ``additionalProperties`` beside ``properties``,
 OpenAPI 3.0 spellings (boolean ``exclusiveMinimum``) and defaults written out. Pydantic gives JSON
 Schema 2020-12 with ``$defs``; this module rewrites one into the other and attaches each model's
-``__rules__`` as ``x-kubernetes-validations``.
+``__rules__`` as ``x-kubernetes-validations``, guarded by :mod:`planet_operator.crd.cel`.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import pydantic
 from pydantic_core import PydanticUndefined
 
 from planet_operator.api.rules import RuledModel
+from planet_operator.crd import cel
 
 JSON = dict[str, Any]
 
@@ -93,7 +94,10 @@ class _Converter:
         if node.get("required"):
             out["required"] = list(node["required"])
         if isinstance(cls, type) and issubclass(cls, RuledModel) and cls.__rules__:
-            out["x-kubernetes-validations"] = [rule.as_cel() for rule in cls.__rules__]
+            # Guarded, so each rule holds on the node's `default` and on specs that leave sections out.
+            out["x-kubernetes-validations"] = [
+                {**rule.as_cel(), "rule": cel.guard(rule.cel, cls)} for rule in cls.__rules__
+            ]
         return out
 
     def node(self, node: JSON) -> JSON:

@@ -9,7 +9,7 @@ import kopf
 import prometheus_client
 
 from planet_operator.api import resource
-from planet_operator.handlers import options
+from planet_operator.handlers import children, options
 from planet_operator.kube import client as kube
 from planet_operator.kube.events import EventRecorder
 from planet_operator.reconcile.context import Context, Settings
@@ -19,18 +19,8 @@ from planet_operator.reconcile.context import Context, Settings
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
     """Kopf settings and the clients every reconcile shares."""
     opts = options.current or options.Options.from_env()
-    # Our own finalizer and annotation names, not Kopf's defaults, so users see whose they are.
-    settings.persistence.finalizer = f"{resource.GROUP}/finalizer"
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=resource.GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=resource.GROUP, key="last-handled-configuration"
-    )
-    # Only warnings become Events by themselves; the operator posts its own phase and rollout events.
-    settings.posting.level = logging.WARNING
-    # Watches are re-established every few minutes, so a silently dropped connection heals.
-    settings.watching.server_timeout = 300
-    settings.watching.client_timeout = 330
-    client = kube.Client(kube.load_connection())
+    tune(settings)
+    client = kube.Client(kube.load_connection(), reload=kube.load_connection)
     memo["events"] = recorder = EventRecorder(client)
     memo["context"] = Context(
         client=client,
@@ -44,6 +34,31 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: ko
     if opts.metrics_port is not None:
         prometheus_client.start_http_server(opts.metrics_port, addr=opts.metrics_host)
         logger.info("metrics on %s:%d/metrics", opts.metrics_host, opts.metrics_port)
+
+
+def tune(settings: kopf.OperatorSettings) -> None:
+    """Kopf's settings for this operator (no I/O: the chart's RBAC test reads them too)."""
+    # Our own finalizer and annotation names, not Kopf's defaults, so users see whose they are.
+    settings.persistence.finalizer = f"{resource.GROUP}/finalizer"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=resource.GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=resource.GROUP, key="last-handled-configuration"
+    )
+    # Only warnings become Events by themselves; the operator posts its own phase and rollout events.
+    settings.posting.level = logging.WARNING
+    # Watches are re-established every few minutes, so a silently dropped connection heals.
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    # Kopf's labels= filters run client-side, after it has listed and watched every ConfigMap, Job and
+    # ControllerRevision in the cluster: ask the API server for only the children instead. Never on
+    # PlanetPipelines: the operator must see every one of them.
+    for (group, version, plural), labels in children.FILTERS.items():
+        settings.watching.label_selectors[group, version, plural] = children.label_selector(labels)
+    # No cluster-wide list/watch of CRDs, nor of namespaces when serving some. `planet operator` runs
+    # with --all-namespaces or exact --namespace names (the chart makes a Role in each; Kopf would
+    # skip a pattern), and the CRDs it serves (ours, KServe's) are prerequisites that discovery finds
+    # at start-up: one installed after the operator is served from its next restart.
+    settings.scanning.disabled = True
 
 
 @kopf.on.cleanup()

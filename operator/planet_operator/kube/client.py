@@ -7,11 +7,14 @@ that say what happened (NotFound, Conflict, Invalid) instead of bare HTTP codes.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import json
+import logging
 import ssl
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 import aiohttp
@@ -23,6 +26,11 @@ _PATCH_CONTENT = {
     "json": "application/json-patch+json",
     "strategic": "application/strategic-merge-patch+json",
 }
+#: How often a token file is read again: the kubelet rewrites a projected ServiceAccount token well
+#: before it expires (bound tokens live about an hour); client-go re-reads it once a minute too.
+TOKEN_REREAD_SECONDS = 60.0
+
+log = logging.getLogger(__name__)
 
 
 class APIError(Exception):
@@ -82,28 +90,41 @@ class Connection:
 
     server: str
     token: str | None = None
+    #: Where ``token`` came from when it is a file the kubelet rotates (in-cluster): read it again.
+    token_file: str | None = None
     ca_file: str | None = None
     cert_file: str | None = None
     key_file: str | None = None
     verify: bool = True
 
 
-def load_connection() -> Connection:
-    """In-cluster service account first, then ``$KUBECONFIG`` / ``~/.kube/config``."""
-    from kubernetes import client, config
+def load_connection(*, token_file: str | None = None, ca_file: str | None = None) -> Connection:
+    """In-cluster service account first, then ``$KUBECONFIG`` / ``~/.kube/config``.
 
+    Args:
+        token_file: the ServiceAccount token (default: the path the kubelet mounts it at).
+        ca_file: the cluster CA bundle next to it.
+    """
+    from kubernetes import client, config
+    from kubernetes.config import incluster_config
+
+    token_file = token_file or incluster_config.SERVICE_TOKEN_FILENAME
     configuration = client.Configuration()
     try:
-        config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+        # The loader ``load_incluster_config`` uses, with paths; our client re-reads the token itself.
+        incluster_config.InClusterConfigLoader(  # type: ignore[no-untyped-call]
+            token_filename=token_file,
+            cert_filename=ca_file or incluster_config.SERVICE_CERT_FILENAME,
+            try_refresh_token=False,
+        ).load_and_set(client_configuration=configuration)
     except config.ConfigException:
         config.load_kube_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-    token = None
+        token_file = None
     auth = configuration.api_key.get("authorization") or configuration.api_key.get("BearerToken")
-    if auth:
-        token = auth.removeprefix("Bearer ").strip()
     return Connection(
         server=configuration.host.rstrip("/"),
-        token=token,
+        token=_bearer(auth) if auth else None,
+        token_file=token_file,
         ca_file=configuration.ssl_ca_cert,
         cert_file=configuration.cert_file,
         key_file=configuration.key_file,
@@ -111,21 +132,51 @@ def load_connection() -> Connection:
     )
 
 
-class Client:
-    """The verbs the operator uses. One instance per process; close it on shutdown."""
+def _bearer(auth: str) -> str | None:
+    """The token of an ``Authorization`` value.
 
-    def __init__(self, connection: Connection, *, timeout: float = 30.0) -> None:
+    The in-cluster loader writes ``bearer <token>``, kubeconfig ``Bearer <token>``: the scheme is
+    case-insensitive (RFC 9110).
+    """
+    scheme, _, rest = auth.strip().partition(" ")
+    if scheme.lower() == "bearer":
+        return rest.strip() or None
+    return auth.strip() or None
+
+
+class Client:
+    """The verbs the operator uses. One instance per process; close it on shutdown.
+
+    Credentials are kept fresh the way client-go keeps them: a token file is read again at most
+    every ``token_reread_seconds``, and a 401 re-authenticates (the token file, else ``reload``,
+    e.g. :func:`load_connection` for kubeconfig exec plugins) and retries the request once.
+    """
+
+    def __init__(
+        self,
+        connection: Connection,
+        *,
+        timeout: float = 30.0,
+        reload: Callable[[], Connection] | None = None,
+        token_reread_seconds: float = TOKEN_REREAD_SECONDS,
+    ) -> None:
         self.connection = connection
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._session: aiohttp.ClientSession | None = None
+        self._retired: list[aiohttp.ClientSession] = []
+        self._reload = reload
+        self._reread_seconds = token_reread_seconds
+        self._token_read_at = time.monotonic()
+        self._auth_lock = asyncio.Lock()
         #: Requests by verb, for the scale benchmark and the operator's metrics.
         self.requests: dict[str, int] = {}
 
     async def close(self) -> None:
         """Release the connection pool."""
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        for session in [*self._retired, *([self._session] if self._session else [])]:
+            await session.close()
+        self._retired.clear()
+        self._session = None
 
     async def get(self, resource: Resource, namespace: str, name: str) -> Body:
         """One object, or :class:`NotFound`."""
@@ -176,20 +227,77 @@ class Client:
         params: Mapping[str, str] | None = None,
         content_type: str = "application/json",
     ) -> Body:
+        data = json.dumps(body) if body is not None else None
+        if self.connection.token_file and time.monotonic() - self._token_read_at >= self._reread_seconds:
+            self._reread_token()
+        used = self.connection
+        status, payload, text = await self._send(used, method, path, data, params, content_type)
+        if status == 401 and await self._reauthenticate(used):
+            # Once, with the new credentials: a 401 means nothing ran, so even a POST may go again.
+            status, payload, text = await self._send(
+                self.connection, method, path, data, params, content_type
+            )
+        if status < 400:
+            return payload
+        raise _error(status, payload, text)
+
+    async def _send(
+        self,
+        connection: Connection,
+        method: str,
+        path: str,
+        data: str | None,
+        params: Mapping[str, str] | None,
+        content_type: str,
+    ) -> tuple[int, Body, str]:
         session = await self._ensure_session()
         headers = {"Accept": "application/json", "Content-Type": content_type}
-        if self.connection.token:
-            headers["Authorization"] = f"Bearer {self.connection.token}"
-        data = json.dumps(body) if body is not None else None
+        if connection.token:
+            headers["Authorization"] = f"Bearer {connection.token}"
         self.requests[method] = self.requests.get(method, 0) + 1
         async with session.request(
-            method, self.connection.server + path, data=data, params=params, headers=headers
+            method, connection.server + path, data=data, params=params, headers=headers
         ) as response:
             text = await response.text()
             payload: Body = json.loads(text) if text and text.lstrip().startswith("{") else {}
-            if response.status < 400:
-                return payload
-            raise _error(response.status, payload, text)
+            return response.status, payload, text
+
+    async def _reauthenticate(self, used: Connection) -> bool:
+        """New credentials after a 401; False when there are none to try (the same would fail)."""
+        async with self._auth_lock:
+            if self.connection != used:
+                return True  # a concurrent request has refreshed them already
+            if self.connection.token_file:
+                self._reread_token()
+            elif self._reload is not None:
+                try:
+                    fresh = await asyncio.to_thread(self._reload)
+                except Exception as exc:  # the 401 is the error to report, not the failed reload
+                    log.warning("cannot reload the connection after a 401: %s", exc)
+                    return False
+                if _tls(fresh) != _tls(self.connection) and self._session is not None:
+                    # Requests in flight keep the old pool; close() releases it.
+                    self._retired.append(self._session)
+                    self._session = None
+                self.connection = fresh
+            return self.connection != used
+
+    def _reread_token(self) -> None:
+        """The token file again (a small local file: read synchronously, as client-go does)."""
+        path = self.connection.token_file
+        assert path is not None
+        self._token_read_at = time.monotonic()
+        try:
+            with open(path) as f:
+                token = f.read().strip()
+        except OSError as exc:
+            log.warning("cannot re-read the token file %s, keeping the current token: %s", path, exc)
+            return
+        if not token:
+            log.warning("token file %s is empty, keeping the current token", path)
+        elif token != self.connection.token:
+            log.info("token file %s changed: using the new token", path)
+            self.connection = dataclasses.replace(self.connection, token=token)
 
     async def _ensure_session(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -206,6 +314,12 @@ class Client:
         if self.connection.cert_file and self.connection.key_file:
             context.load_cert_chain(self.connection.cert_file, self.connection.key_file)
         return context
+
+
+def _tls(connection: Connection) -> tuple[object, ...]:
+    """What the connection pool's SSL context is built from."""
+    c = connection
+    return (c.server, c.ca_file, c.cert_file, c.key_file, c.verify)
 
 
 def _error(status: int, payload: Body, text: str) -> APIError:
