@@ -271,11 +271,28 @@ class ControlPlane:
             args += ["--server-side", "--force-conflicts", "--field-manager=planet-harness"]
         self.kubectl(*args, input=text)
 
-    def token(self, namespace: str, service_account: str, *, seconds: int = 3600) -> str:
-        """A bound ServiceAccount token from the TokenRequest API, as a kubelet would project."""
-        return self.kubectl(
-            "create", "token", service_account, "-n", namespace, f"--duration={seconds}s"
-        ).stdout.strip()
+    def token(
+        self,
+        namespace: str,
+        service_account: str,
+        *,
+        seconds: int = 3600,
+        bound_to: tuple[str, str, str] | None = None,
+    ) -> str:
+        """A ServiceAccount token from the TokenRequest API, as a kubelet projects it.
+
+        ``bound_to`` is (kind, name, uid) of a Pod or Secret: the token dies with that object, which
+        is how a test revokes one.
+        """
+        args = ["create", "token", service_account, "-n", namespace, f"--duration={seconds}s"]
+        if bound_to is not None:
+            kind, name, uid = bound_to
+            args += [
+                f"--bound-object-kind={kind}",
+                f"--bound-object-name={name}",
+                f"--bound-object-uid={uid}",
+            ]
+        return self.kubectl(*args).stdout.strip()
 
     def ca_pem(self) -> bytes:
         """The cluster CA, for pods' ``ca.crt`` and webhook caBundles."""

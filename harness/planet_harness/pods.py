@@ -62,11 +62,18 @@ class PodProcess:
         self.commands = commands or {}
         self.process: Process | None = None
 
-    def project_token(self, seconds: int = 3600) -> None:
-        """Write (or rotate) the projected ServiceAccount token, CA and namespace."""
+    def project_token(self, seconds: int = 3600, *, bound_to: tuple[str, str, str] | None = None) -> None:
+        """Write (or rotate) the projected ServiceAccount token, CA and namespace.
+
+        The token is bound to the Pod object when the pod has one in the API (as the kubelet binds
+        it), or to ``bound_to`` (kind, name, uid).
+        """
         namespace = self.pod["metadata"]["namespace"]
         account = self.pod["spec"].get("serviceAccountName", "default")
-        token = self.cluster.token(namespace, account, seconds=seconds)
+        uid = self.pod["metadata"].get("uid")
+        if bound_to is None and uid:
+            bound_to = ("Pod", self.pod["metadata"]["name"], uid)
+        token = self.cluster.token(namespace, account, seconds=seconds, bound_to=bound_to)
         # Written then renamed, as the kubelet's atomic writer does: a reader never sees half a token.
         for name, content in (
             ("token", token.encode()),
@@ -77,9 +84,9 @@ class PodProcess:
             partial.write_bytes(content)
             partial.replace(self.secrets / name)
 
-    def start(self) -> Process:
+    def start(self, *, bound_to: tuple[str, str, str] | None = None) -> Process:
         """Start the container's process in its own mount namespace."""
-        self.project_token()
+        self.project_token(bound_to=bound_to)
         argv = [*self.container.get("command", []), *self.container.get("args", [])]
         if argv and argv[0] in self.commands:
             argv[0] = self.commands[argv[0]]
@@ -110,18 +117,3 @@ class PodProcess:
         """Stop the container's process."""
         if self.process is not None:
             self.process.stop()
-
-
-def pod_from_deployment(deployment: dict[str, Any], *, name: str) -> dict[str, Any]:
-    """The pod a Deployment's ReplicaSet would create, as far as a container's identity goes."""
-    template = deployment["spec"]["template"]
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {
-            **template.get("metadata", {}),
-            "name": name,
-            "namespace": deployment["metadata"]["namespace"],
-        },
-        "spec": template["spec"],
-    }

@@ -19,8 +19,8 @@ import pytest
 from tests.chart import helm
 from tests.conftest import ROOT
 
-from planet_harness.controlplane import ControlPlane
-from planet_harness.pods import PodProcess, pod_from_deployment
+from planet_harness.controlplane import ControlPlane, kubeconfig
+from planet_harness.pods import PodProcess
 from planet_harness.processes import free_port
 from planet_operator.api import resource
 
@@ -56,11 +56,12 @@ def operator(cluster: ControlPlane) -> Iterator[PodProcess]:
         f"--set=ports.metrics={metrics}",
         "--set=operator.resyncSeconds=5",
     )
-    # The Deployment as the API server stored it: what a ReplicaSet would stamp pods from.
-    deployment = json.loads(
-        cluster.kubectl("get", "deployment", helm.RELEASE, "-n", helm.NAMESPACE, "-o", "json").stdout
+    # A Pod the real ReplicaSet controller stamped from the Deployment (it stays Pending: no kubelet
+    # here), run as a local process with that pod's identity and a token bound to it.
+    selector = ",".join(
+        f"{k}={v}" for k, v in _deployment(cluster)["spec"]["selector"]["matchLabels"].items()
     )
-    pod = pod_from_deployment(deployment, name=f"{deployment['metadata']['name']}-7d9f8-abcde")
+    pod = _first_pod(cluster, selector)
     container = pod["spec"]["containers"][0]
     process = PodProcess(cluster, pod=pod, container=container, commands={"planet": PLANET})
     process.start()
@@ -69,6 +70,26 @@ def operator(cluster: ControlPlane) -> Iterator[PodProcess]:
         yield process
     finally:
         process.stop()
+
+
+def _deployment(cluster: ControlPlane) -> dict[str, Any]:
+    found: dict[str, Any] = json.loads(
+        cluster.kubectl("get", "deployment", helm.RELEASE, "-n", helm.NAMESPACE, "-o", "json").stdout
+    )
+    return found
+
+
+def _first_pod(cluster: ControlPlane, selector: str) -> dict[str, Any]:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        pods = json.loads(
+            cluster.kubectl("get", "pods", "-n", helm.NAMESPACE, "-l", selector, "-o", "json").stdout
+        )["items"]
+        if pods:
+            first: dict[str, Any] = sorted(pods, key=lambda p: p["metadata"]["name"])[0]
+            return first
+        time.sleep(0.5)
+    raise AssertionError(f"the ReplicaSet made no pod for {selector}")
 
 
 def _healthy(port: int) -> bool:
@@ -126,6 +147,19 @@ def test_new_pipeline_gets_its_build_job_and_status(
     ]
     assert not denied, "denied requests:\n" + "\n".join(denied)
 
+    # A steady state makes no writes: three resyncs (5 s each) later, nothing was written again, as
+    # the server's own spelling of what it stored (quantities, defaults) is not a change.
+    seen = len(events)
+    time.sleep(16)
+    again = [
+        f"{e['verb']} {e['requestURI']}"
+        for e in list(cluster.audit_events())[seen:]
+        if e.get("user", {}).get("username") == user
+        and e["verb"] in ("create", "patch", "update", "delete")
+        and "kopfpeerings" not in e["requestURI"]
+    ]
+    assert not again, "writes in a steady state:\n" + "\n".join(again)
+
 
 def test_watches_are_filtered_on_the_server(cluster: ControlPlane, operator: PodProcess) -> None:
     user = _service_account_user(helm.NAMESPACE, cluster)
@@ -140,3 +174,50 @@ def test_watches_are_filtered_on_the_server(cluster: ControlPlane, operator: Pod
         assert requests, f"the operator never listed {plural}"
         unfiltered = [uri for uri in requests if "labelSelector=" not in uri]
         assert not unfiltered, f"{plural} listed without a label selector: {unfiltered[:3]}"
+
+
+def test_rotated_token_is_picked_up_after_the_old_one_is_revoked(
+    cluster: ControlPlane, namespace: str, operator: PodProcess
+) -> None:
+    # The kubelet rewrites the projected token before it expires; here the old one is also revoked
+    # (its Pod is deleted), so the operator's next write must re-read the file instead of retrying.
+    pod = operator.pod
+    revoked = (operator.secrets / "token").read_text()
+    secret = json.loads(
+        cluster.kubectl(
+            "create", "secret", "generic", "rotated-token", "-n", helm.NAMESPACE, "-o", "json"
+        ).stdout
+    )
+    operator.project_token(bound_to=("Secret", "rotated-token", secret["metadata"]["uid"]))
+    cluster.kubectl("delete", "pod", pod["metadata"]["name"], "-n", helm.NAMESPACE, "--wait=false")
+    old = {"kind": "Pod", "name": pod["metadata"]["name"]}
+
+    assert cluster.ca is not None
+    dead = kubeconfig(
+        operator.folder / "revoked.kubeconfig",
+        server=cluster.server,
+        ca=cluster.ca.pair.cert,
+        user="revoked",
+        token=revoked,
+    )
+
+    def refused() -> bool:
+        # The API server caches token reviews for a few seconds: wait until the old token is dead.
+        probe = cluster.kubectl("get", "--raw", "/api", kubeconfig=dead, check=False)
+        return probe.returncode != 0 and "Unauthorized" in probe.stderr
+
+    wait_for("the revoked token to be refused", refused, timeout=60, operator=operator)
+    before = sum(1 for _ in cluster.audit_events())
+    cluster.kubectl("apply", "-n", namespace, "-f", str(ROOT / "examples" / "minimal.yaml"))
+
+    def job() -> Any:
+        found = json.loads(
+            cluster.kubectl(
+                "get", "jobs", "-n", namespace, "-l", resource.LABEL_ENGINE_KEY, "-o", "json"
+            ).stdout
+        )
+        return found["items"]
+
+    assert wait_for(
+        f"a build Job after revoking the token bound to {old}", job, timeout=90, operator=operator
+    )

@@ -4,22 +4,31 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from planet_operator.kube import resources
+from planet_operator.kube import quantity, resources
 from planet_operator.kube.client import Body, Client, Conflict, NotFound
 
 Result = Literal["created", "updated", "unchanged"]
 
 
-def contains(live: Any, desired: Any) -> bool:
+#: Maps whose values are resource quantities, which the server rewrites into canonical form.
+_QUANTITIES = frozenset({"requests", "limits"})
+
+
+def contains(live: Any, desired: Any, *, quantities: bool = False) -> bool:
     """True when every field of ``desired`` is in ``live`` with the same value.
 
     Servers add fields (defaults, status, uid); those do not make a child out of date, so the
-    comparison is one-way. Lists must match element by element.
+    comparison is one-way. Lists must match element by element; quantities match by value.
     """
     if isinstance(desired, dict):
-        return isinstance(live, dict) and all(k in live and contains(live[k], v) for k, v in desired.items())
+        return isinstance(live, dict) and all(
+            k in live and contains(live[k], v, quantities=quantities or k in _QUANTITIES)
+            for k, v in desired.items()
+        )
     if isinstance(desired, list):
         return isinstance(live, list) and len(live) == len(desired) and all(map(contains, live, desired))
+    if quantities:
+        return quantity.equal(live, desired)
     return bool(live == desired)
 
 
