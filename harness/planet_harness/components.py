@@ -79,6 +79,7 @@ COMPONENTS: tuple[Component, ...] = (
         binaries=(
             Binary(name="kube-apiserver", package="k8s.io/kubernetes/cmd/kube-apiserver"),
             Binary(name="kube-controller-manager", package="k8s.io/kubernetes/cmd/kube-controller-manager"),
+            Binary(name="kube-scheduler", package="k8s.io/kubernetes/cmd/kube-scheduler"),
             # The tests' kubectl matches the server's minor version (kubectl supports one minor of skew).
             Binary(name="kubectl", package="k8s.io/kubernetes/cmd/kubectl"),
         ),

@@ -92,8 +92,10 @@ class KubectlError(RuntimeError):
 class ControlPlane:
     """The control plane of one test cluster, its files in ``workdir``."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, *, node_ip: str | None = None) -> None:
         self.workdir = workdir
+        #: The pod network's node address: pods dial the API server there (there is no kube-proxy).
+        self.node_ip = node_ip
         self.pki_dir = workdir / "pki"
         self.logs = workdir / "logs"
         self.processes: list[Process] = []
@@ -109,9 +111,10 @@ class ControlPlane:
         """Start etcd, then the API server, then the controller manager; wait until each serves."""
         started = time.monotonic()
         self.ca = ca = pki.Authority(self.pki_dir)
-        serving = ca.serving("apiserver", hosts=API_HOSTS)
+        serving = ca.serving("apiserver", hosts=API_HOSTS + ([self.node_ip] if self.node_ip else []))
         admin = ca.client("admin", user="kubernetes-admin", groups=("system:masters",))
         kcm = ca.client("kube-controller-manager", user="system:kube-controller-manager")
+        scheduler = ca.client("kube-scheduler", user="system:kube-scheduler")
         sa = pki.service_account_keys(self.pki_dir)
         kubeconfig(
             self.kubeconfig, server=self.server, ca=ca.pair.cert, user="admin", cert=admin.cert, key=admin.key
@@ -132,8 +135,9 @@ class ControlPlane:
             [
                 str(components.binary("kube-apiserver")),
                 f"--etcd-servers=http://127.0.0.1:{self.etcd_port}",
-                "--bind-address=127.0.0.1",
-                "--advertise-address=127.0.0.1",
+                # With a pod network the pods dial the node address, so listen there too.
+                f"--bind-address={'0.0.0.0' if self.node_ip else '127.0.0.1'}",
+                f"--advertise-address={self.node_ip or '127.0.0.1'}",
                 f"--secure-port={self.api_port}",
                 f"--tls-cert-file={serving.cert}",
                 f"--tls-private-key-file={serving.key}",
@@ -171,6 +175,26 @@ class ControlPlane:
                 f"--service-cluster-ip-range={SERVICE_CIDR}",
                 "--leader-elect=false",
                 f"--cert-dir={self.pki_dir / 'kcm'}",
+            ],
+        )
+        scheduler_config = kubeconfig(
+            self.workdir / "scheduler.kubeconfig",
+            server=self.server,
+            ca=ca.pair.cert,
+            user="scheduler",
+            cert=scheduler.cert,
+            key=scheduler.key,
+        )
+        self._spawn(
+            "kube-scheduler",
+            [
+                str(components.binary("kube-scheduler")),
+                f"--kubeconfig={scheduler_config}",
+                f"--authentication-kubeconfig={scheduler_config}",
+                f"--authorization-kubeconfig={scheduler_config}",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={free_port()}",
+                "--leader-elect=false",
             ],
         )
         # The controller manager is up when it has published the root CA into a namespace.

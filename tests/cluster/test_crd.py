@@ -214,31 +214,18 @@ def test_name_length_is_enforced(cluster: ControlPlane, namespace: str) -> None:
     assert code != 0 and f"at most {generate.MAX_NAME_LENGTH} characters" in out, out
 
 
+def patch_spec(cluster: ControlPlane, namespace: str, name: str, patch: dict[str, Any]) -> Any:
+    return cluster.kubectl(
+        "patch", "pp", name, "-n", namespace, "--type=merge", "-p", json.dumps({"spec": patch}), check=False
+    )
+
+
 def test_rules_hold_on_update(cluster: ControlPlane, namespace: str) -> None:
     cluster.kubectl("create", "-n", namespace, "-f", "-", input=json.dumps(manifest("live", BASE)))
-    bad = cluster.kubectl(
-        "patch",
-        "pp",
-        "live",
-        "-n",
-        namespace,
-        "--type=merge",
-        "-p",
-        json.dumps({"spec": {"autoscaling": {"minReplicas": 9, "maxReplicas": 3}}}),
-        check=False,
-    )
+    bad = patch_spec(cluster, namespace, "live", {"autoscaling": {"minReplicas": 9, "maxReplicas": 3}})
     assert bad.returncode != 0 and "minReplicas must be <= maxReplicas" in bad.stderr, bad.stderr
     # Removing an optional section and adding another keeps the object valid.
-    good = cluster.kubectl(
-        "patch",
-        "pp",
-        "live",
-        "-n",
-        namespace,
-        "--type=merge",
-        "-p",
-        json.dumps({"spec": {"upscale": {"stages": [RESIZE]}, "rollout": None}}),
-    )
-    assert good.returncode == 0
+    good = patch_spec(cluster, namespace, "live", {"upscale": {"stages": [RESIZE]}, "rollout": None})
+    assert good.returncode == 0, good.stderr
     served = json.loads(cluster.kubectl("get", "pp", "live", "-n", namespace, "-o", "json").stdout)["spec"]
     assert served["rollout"]["steps"][0]["weight"] == 10, "rollout was defaulted again after removal"

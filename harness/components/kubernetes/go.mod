@@ -1,5 +1,5 @@
 // Pins the Kubernetes control plane the real-cluster tests run: kube-apiserver,
-// kube-controller-manager and a kubectl of the same version, built from k8s.io/kubernetes (see harness/README.md).
+// kube-controller-manager, kube-scheduler and a kubectl of the same version, built from k8s.io/kubernetes (see harness/README.md).
 module planetgen.io/harness/components/kubernetes
 
 go 1.24.0
@@ -7,6 +7,7 @@ go 1.24.0
 tool (
 	k8s.io/kubernetes/cmd/kube-apiserver
 	k8s.io/kubernetes/cmd/kube-controller-manager
+	k8s.io/kubernetes/cmd/kube-scheduler
 	k8s.io/kubernetes/cmd/kubectl
 )
 

@@ -1,0 +1,155 @@
+"""One container as a local process: in its pod's network namespace, with its volumes mounted.
+
+A container gets a private mount namespace in which its volume mounts appear at their paths over the
+host's own filesystem (there is no image to give it a root of its own, so a mount over a folder the
+process needs, such as the one holding its interpreter, hides it). A mount path whose folder does
+not exist on this machine is made inside an overlay of its nearest existing parent, so nothing is
+ever created on the host's filesystem.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shlex
+import signal
+import subprocess
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+_VAR = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)|\$\$")
+
+
+def expand(text: str, env: Mapping[str, str]) -> str:
+    """Kubernetes' ``$(VAR)`` expansion (``$$`` escapes; unknown names stay as written)."""
+
+    def one(match: re.Match[str]) -> str:
+        if match.group(0) == "$$":
+            return "$"
+        return env.get(match.group(1), match.group(0))
+
+    return _VAR.sub(one, text)
+
+
+def mount_script(mounts: list[tuple[Path, str, bool]], scratch: Path) -> list[str]:
+    """Shell lines that make ``(source, target, read_only)`` mounts inside a private mount namespace."""
+    lines = ["set -e", "mount --make-rprivate /"]
+    overlaid: set[str] = set()
+    for source, target, read_only in mounts:
+        parent = Path(target)
+        while not parent.exists():
+            parent = parent.parent
+        if str(parent) != target and str(parent) not in overlaid:
+            if str(parent) == "/":
+                raise NotImplementedError(f"mount path {target}: no existing parent folder to overlay")
+            upper = scratch / "overlay" / str(parent).strip("/").replace("/", "_")
+            (upper / "upper").mkdir(parents=True, exist_ok=True)
+            (upper / "work").mkdir(parents=True, exist_ok=True)
+            lines.append(
+                "mount -t overlay overlay -o "
+                + shlex.quote(f"lowerdir={parent},upperdir={upper / 'upper'},workdir={upper / 'work'}")
+                + f" {shlex.quote(str(parent))}"
+            )
+            overlaid.add(str(parent))
+        quoted = shlex.quote(target)
+        lines.append(f"mkdir -p {quoted}" if source.is_dir() else f"touch {quoted}")
+        lines.append(f"mount --bind {shlex.quote(str(source))} {quoted}")
+        if read_only:
+            lines.append(f"mount -o remount,bind,ro {quoted}")
+    return lines
+
+
+class Container:
+    """A running (or finished) container process and what its status needs."""
+
+    def __init__(
+        self,
+        spec: dict[str, Any],
+        *,
+        argv: list[str],
+        env: dict[str, str],
+        netns: str,
+        mounts: list[tuple[Path, str, bool]],
+        folder: Path,
+    ) -> None:
+        self.spec = spec
+        self.name: str = spec["name"]
+        self.argv = argv
+        self.env = env
+        self.netns = netns
+        self.mounts = mounts
+        self.folder = folder
+        self.log = folder / f"{self.name}.log"
+        self.popen: subprocess.Popen[bytes] | None = None
+        self.started_at: float | None = None
+        self.finished_at: float | None = None
+        self.restarts = 0
+        self.ready = False
+        self.started = False
+        self.last: dict[str, Any] | None = None
+
+    def start(self) -> None:
+        """Start the process (again)."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        script = [*mount_script(self.mounts, self.folder), f"exec {shlex.join(self.argv)}"]
+        cwd = self.spec.get("workingDir")
+        if cwd:
+            script.insert(-1, f"cd {shlex.quote(cwd)}")
+        command = [
+            "ip",
+            "netns",
+            "exec",
+            self.netns,
+            "unshare",
+            "--mount",
+            "--",
+            "sh",
+            "-c",
+            "\n".join(script),
+        ]
+        with self.log.open("ab") as out:
+            self.popen = subprocess.Popen(
+                command,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=self.env,
+                start_new_session=True,
+            )
+        self.started_at, self.finished_at = time.time(), None
+        self.ready = self.started = False
+
+    @property
+    def running(self) -> bool:
+        """Started and not exited."""
+        return self.popen is not None and self.popen.poll() is None
+
+    @property
+    def exit_code(self) -> int | None:
+        """The exit code once it has exited."""
+        return None if self.popen is None else self.popen.poll()
+
+    def tail(self, lines: int = 10, limit: int = 4096) -> str:
+        """The end of its log: the termination message of a failed container (FallbackToLogsOnError)."""
+        try:
+            text = self.log.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])[-limit:]
+
+    def stop(self, grace: float) -> None:
+        """SIGTERM its process group, SIGKILL after ``grace`` seconds."""
+        if self.popen is None:
+            return
+        try:
+            os.killpg(self.popen.pid, signal.SIGTERM)
+            self.popen.wait(timeout=max(grace, 0.1))
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            pass
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.popen.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.popen.wait(timeout=5)

@@ -1,0 +1,65 @@
+"""Start the process kubelet as a node of a running :class:`ControlPlane`."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from planet_harness.controlplane import ControlPlane, kubeconfig
+from planet_harness.kubelet.node import Images, NodeConfig
+from planet_harness.processes import Process
+
+POD_CIDR = "10.233.0.0/16"
+NODE_IP = "10.233.0.1"
+
+
+def start_kubelet(cluster: ControlPlane, images: Images, *, node: NodeConfig | None = None) -> Process:
+    """Run the kubelet with a node's credentials (Node authorizer) and wait until its Node is Ready."""
+    assert cluster.ca is not None
+    node = node or NodeConfig()
+    pair = cluster.ca.client(f"node-{node.name}", user=f"system:node:{node.name}", groups=("system:nodes",))
+    config = kubeconfig(
+        cluster.workdir / "kubelet.kubeconfig",
+        server=cluster.server,
+        ca=cluster.ca.pair.cert,
+        user=node.name,
+        cert=pair.cert,
+        key=pair.key,
+    )
+    table = cluster.workdir / "images.json"
+    table.write_text(json.dumps({"entrypoints": images.entrypoints, "commands": images.commands}))
+    process = Process(
+        "kubelet",
+        [
+            sys.executable,
+            "-m",
+            "planet_harness.kubelet",
+            f"--kubeconfig={config}",
+            f"--root={cluster.workdir / 'kubelet'}",
+            f"--api-port={cluster.api_port}",
+            f"--images={table}",
+            f"--node-name={node.name}",
+            f"--gpu-product={node.gpu_product}",
+            f"--gpus={node.gpus}",
+            f"--pod-cidr={POD_CIDR}",
+        ],
+        log=cluster.logs / "kubelet.log",
+    )
+    process.start()
+    cluster.processes.append(process)
+    process.wait_until(
+        lambda: (
+            cluster.kubectl(
+                "get",
+                "node",
+                node.name,
+                "-o",
+                "jsonpath={.status.conditions[?(@.type=='Ready')].status}",
+                check=False,
+            ).stdout
+            == "True"
+        ),
+        timeout=60,
+        what=f"node {node.name} Ready",
+    )
+    return process
