@@ -15,7 +15,7 @@ import ssl
 import subprocess
 import time
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -104,6 +104,8 @@ class ControlPlane:
         self.kubeconfig = workdir / "admin.kubeconfig"
         self.audit_log = workdir / "audit.log"
         self.ca: pki.Authority | None = None
+        #: Clean-ups that run after every process has stopped (a kubelet's leftover namespaces).
+        self.on_stop: list[Callable[[], None]] = []
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -213,6 +215,9 @@ class ControlPlane:
         for process in reversed(self.processes):
             process.stop()
         self.processes.clear()
+        for clean in self.on_stop:
+            clean()
+        self.on_stop.clear()
 
     def _start_etcd(self) -> None:
         self.etcd_port, peer = free_port(), free_port()

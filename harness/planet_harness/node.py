@@ -6,10 +6,12 @@ import json
 import sys
 
 from planet_harness.controlplane import ControlPlane, kubeconfig
+from planet_harness.kubelet.network import Network
 from planet_harness.kubelet.node import Images, NodeConfig
 from planet_harness.processes import Process
 
 POD_CIDR = "10.233.0.0/16"
+PREFIX = "pg"
 NODE_IP = "10.233.0.1"
 
 
@@ -27,7 +29,9 @@ def start_kubelet(cluster: ControlPlane, images: Images, *, node: NodeConfig | N
         key=pair.key,
     )
     table = cluster.workdir / "images.json"
-    table.write_text(json.dumps({"entrypoints": images.entrypoints, "commands": images.commands}))
+    table.write_text(
+        json.dumps({"entrypoints": images.entrypoints, "commands": images.commands, "env": images.env})
+    )
     process = Process(
         "kubelet",
         [
@@ -42,11 +46,15 @@ def start_kubelet(cluster: ControlPlane, images: Images, *, node: NodeConfig | N
             f"--gpu-product={node.gpu_product}",
             f"--gpus={node.gpus}",
             f"--pod-cidr={POD_CIDR}",
+            f"--prefix={PREFIX}",
         ],
         log=cluster.logs / "kubelet.log",
+        # It stops every pod (their grace periods) and removes their namespaces before it exits.
+        stop_timeout=60.0,
     )
     process.start()
     cluster.processes.append(process)
+    cluster.on_stop.append(Network(prefix=PREFIX, cidr=POD_CIDR).sweep)
     process.wait_until(
         lambda: (
             cluster.kubectl(

@@ -30,8 +30,10 @@ class Process:
         log: Path,
         env: Mapping[str, str] | None = None,
         cwd: Path | None = None,
+        stop_timeout: float = 10.0,
     ) -> None:
         self.name = name
+        self.stop_timeout = stop_timeout
         self.command = list(command)
         self.log = log
         self.env = dict(env or {})
@@ -79,10 +81,11 @@ class Process:
             time.sleep(0.2)
         raise TimeoutError(f"{self.name}: {what} not within {timeout:.0f} s; log {self.log}:\n{self.tail()}")
 
-    def stop(self, timeout: float = 10.0) -> None:
+    def stop(self, timeout: float | None = None) -> None:
         """SIGTERM the process group, then SIGKILL whatever is left."""
         if self.popen is None:
             return
+        timeout = self.stop_timeout if timeout is None else timeout
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.popen.pid, signal.SIGTERM)
         with contextlib.suppress(subprocess.TimeoutExpired):

@@ -72,6 +72,13 @@ def operator(cluster: ControlPlane) -> Iterator[PodProcess]:
         process.stop()
 
 
+def build_jobs(cluster: ControlPlane, namespace: str) -> list[dict[str, Any]]:
+    """The engine-build Jobs in ``namespace``."""
+    found = cluster.kubectl("get", "jobs", "-n", namespace, "-l", resource.LABEL_ENGINE_KEY, "-o", "json")
+    items: list[dict[str, Any]] = json.loads(found.stdout)["items"]
+    return items
+
+
 def _deployment(cluster: ControlPlane) -> dict[str, Any]:
     found: dict[str, Any] = json.loads(
         cluster.kubectl("get", "deployment", helm.RELEASE, "-n", helm.NAMESPACE, "-o", "json").stdout
@@ -112,15 +119,9 @@ def test_new_pipeline_gets_its_build_job_and_status(
 ) -> None:
     cluster.kubectl("apply", "-n", namespace, "-f", str(ROOT / "examples" / "minimal.yaml"))
 
-    def job() -> Any:
-        found = json.loads(
-            cluster.kubectl(
-                "get", "jobs", "-n", namespace, "-l", resource.LABEL_ENGINE_KEY, "-o", "json"
-            ).stdout
-        )
-        return found["items"]
-
-    jobs = wait_for("the engine-build Job", job, timeout=90, operator=operator)
+    jobs = wait_for(
+        "the engine-build Job", lambda: build_jobs(cluster, namespace), timeout=90, operator=operator
+    )
     assert len(jobs) == 1
 
     def status() -> Any:
@@ -210,14 +211,13 @@ def test_rotated_token_is_picked_up_after_the_old_one_is_revoked(
     before = sum(1 for _ in cluster.audit_events())
     cluster.kubectl("apply", "-n", namespace, "-f", str(ROOT / "examples" / "minimal.yaml"))
 
-    def job() -> Any:
-        found = json.loads(
-            cluster.kubectl(
-                "get", "jobs", "-n", namespace, "-l", resource.LABEL_ENGINE_KEY, "-o", "json"
-            ).stdout
-        )
-        return found["items"]
-
     assert wait_for(
-        f"a build Job after revoking the token bound to {old}", job, timeout=90, operator=operator
+        f"a build Job after revoking the token bound to {old}",
+        lambda: build_jobs(cluster, namespace),
+        timeout=90,
+        operator=operator,
     )
+    # Written with the new token: the operator's requests after the revocation still carry its user.
+    user = _service_account_user(helm.NAMESPACE, cluster)
+    after = list(cluster.audit_events())[before:]
+    assert any(e.get("user", {}).get("username") == user and e["verb"] == "create" for e in after)

@@ -9,8 +9,11 @@ run left behind.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import ipaddress
+import os
+import signal
 import subprocess
 import threading
 
@@ -81,6 +84,10 @@ class Network:
         for line in listed.splitlines():
             name = line.split()[0] if line.strip() else ""
             if name.startswith(f"{self.prefix}-"):
+                # Containers a killed kubelet left running still hold the namespace: end them first.
+                for pid in _ip("netns", "pids", name, check=False).stdout.split():
+                    with contextlib.suppress(ProcessLookupError, ValueError):
+                        os.kill(int(pid), signal.SIGKILL)
                 _ip("netns", "del", name, check=False)
         links = _ip("-o", "link", "show", check=False).stdout
         for line in links.splitlines():

@@ -30,10 +30,21 @@ KUBELET_VERSION = "v1.34.4"
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Images:
-    """How an image becomes a local program: its entry point by image prefix, commands by name."""
+    """How an image becomes a local program: its entry point by image prefix, commands by name.
+
+    ``env`` adds variables by image prefix: what an image would bake in (``HTTP_PROXY`` for KServe's
+    router, the local model store for the storage initializer).
+    """
 
     entrypoints: dict[str, list[str]] = dataclasses.field(default_factory=dict)
     commands: dict[str, str] = dataclasses.field(default_factory=dict)
+    env: dict[str, dict[str, str]] = dataclasses.field(default_factory=dict)
+
+    def env_of(self, image: str) -> dict[str, str]:
+        """The variables ``image`` bakes in."""
+        return {
+            k: v for prefix, values in self.env.items() if image.startswith(prefix) for k, v in values.items()
+        }
 
     def resolve(self, container: dict[str, Any]) -> list[str]:
         """The argv that stands for ``container``'s image, command and args."""
@@ -90,6 +101,7 @@ class Kubelet:
             api_host=network.node_ip,
             api_port=api_port,
             resolve=images.resolve,
+            image_env=images.env_of,
         )
         self.workers: dict[str, PodWorker] = {}
         self.stopping = threading.Event()

@@ -48,6 +48,7 @@ class Settings:
         api_host: str,
         api_port: int,
         resolve: Callable[[dict[str, Any]], list[str]],
+        image_env: Callable[[str], dict[str, str]],
     ) -> None:
         self.node = node
         self.network = network
@@ -57,6 +58,8 @@ class Settings:
         self.api_port = api_port
         #: A container spec ▶ the local argv that stands for its image's entry point and command.
         self.resolve = resolve
+        #: An image ▶ the environment it bakes in (the pod spec's env wins).
+        self.image_env = image_env
 
 
 class PodWorker:
@@ -293,6 +296,7 @@ class PodWorker:
         api = self.settings.api
         # No kube-proxy: the API server's own address stands in for the kubernetes Service.
         env = {
+            **self.settings.image_env(spec.get("image", "")),
             "KUBERNETES_SERVICE_HOST": self.settings.api_host,
             "KUBERNETES_SERVICE_PORT": str(self.settings.api_port),
             "HOSTNAME": self.pod["metadata"]["name"],

@@ -1,0 +1,92 @@
+"""The whole stack on one machine: control plane, KServe, a process-kubelet node, the gateway.
+
+What KServe writes (Deployments, Services, HTTPRoutes, the router's Deployment) runs for real: the
+scheduler binds pods to the node, the kubelet runs them in their own network namespaces, the
+EndpointSlice controller publishes their addresses and the gateway routes to those. KServe's
+storage initializer and router images map to local programs (``images``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from planet_harness import components
+from planet_harness.controlplane import ControlPlane
+from planet_harness.kserve import KServe
+from planet_harness.kubelet.node import Images
+from planet_harness.node import NODE_IP, start_kubelet
+from planet_harness.processes import Process, free_port
+
+ROUTER_IMAGE = "kserve/router"
+STORAGE_INITIALIZER_IMAGE = "kserve/storage-initializer"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Stack:
+    """A running stack and how to reach it."""
+
+    cluster: ControlPlane
+    #: The gateway as an HTTP proxy for clients on this machine (``PLANET_PROXY``).
+    proxy: str
+    #: The gateway as pods reach it (their ``HTTP_PROXY``).
+    pod_proxy: str
+
+
+def images(*, model_store: Path, pod_proxy: str, extra: Images | None = None) -> Images:
+    """KServe's images as local programs, plus ``extra``'s (the project's own images)."""
+    entrypoints = {
+        ROUTER_IMAGE: [str(components.binary("kserve-router"))],
+        STORAGE_INITIALIZER_IMAGE: [sys.executable, "-m", "planet_harness.storage_initializer"],
+    }
+    env = {
+        # Go's ProxyFromEnvironment: *.svc.cluster.local through the gateway; no proxy for the node.
+        ROUTER_IMAGE: {"HTTP_PROXY": pod_proxy, "NO_PROXY": NODE_IP},
+        STORAGE_INITIALIZER_IMAGE: {"PLANET_MODEL_STORE": str(model_store)},
+    }
+    commands = {"python": sys.executable}
+    if extra is not None:
+        entrypoints.update(extra.entrypoints)
+        commands.update(extra.commands)
+        for prefix, values in extra.env.items():
+            env.setdefault(prefix, {}).update(values)
+    return Images(entrypoints=entrypoints, commands=commands, env=env)
+
+
+@contextlib.contextmanager
+def running(workdir: Path, *, model_store: Path, extra: Images | None = None) -> Iterator[Stack]:
+    """Start everything; stop everything (pods, namespaces, links included) however the block ends."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    cluster = ControlPlane(workdir, node_ip=NODE_IP)
+    started = time.monotonic()
+    try:
+        cluster.start()
+        port = free_port()
+        pod_proxy = f"http://{NODE_IP}:{port}"
+        start_kubelet(cluster, images(model_store=model_store, pod_proxy=pod_proxy, extra=extra))
+        gateway = Process(
+            "gateway",
+            [
+                sys.executable,
+                "-m",
+                "planet_harness.gateway",
+                f"--listen=127.0.0.1:{port}",
+                f"--listen={NODE_IP}:{port}",
+            ],
+            log=cluster.logs / "gateway.log",
+            env={"KUBECONFIG": str(cluster.kubeconfig)},
+        )
+        gateway.start()
+        cluster.processes.append(gateway)
+        KServe(cluster).install()
+        print(
+            f"stack up in {time.monotonic() - started:.1f} s; kubeconfig {cluster.kubeconfig}",
+            file=sys.stderr,
+        )
+        yield Stack(cluster=cluster, proxy=f"http://127.0.0.1:{port}", pod_proxy=pod_proxy)
+    finally:
+        cluster.stop()
