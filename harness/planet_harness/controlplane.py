@@ -174,6 +174,8 @@ class ControlPlane:
                 f"--service-account-private-key-file={sa.key}",
                 f"--root-ca-file={ca.pair.cert}",
                 "--use-service-account-credentials=true",
+                # Dynamic PersistentVolumes for one machine (the upstream test provisioner, /tmp/hostpath_pv).
+                "--enable-hostpath-provisioner=true",
                 f"--service-cluster-ip-range={SERVICE_CIDR}",
                 "--leader-elect=false",
                 f"--cert-dir={self.pki_dir / 'kcm'}",

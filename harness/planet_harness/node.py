@@ -12,6 +12,14 @@ from planet_harness.processes import Process
 
 POD_CIDR = "10.233.0.0/16"
 PREFIX = "pg"
+STORAGE_CLASS = {
+    "apiVersion": "storage.k8s.io/v1",
+    "kind": "StorageClass",
+    "metadata": {"name": "standard", "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}},
+    "provisioner": "kubernetes.io/host-path",
+    "reclaimPolicy": "Delete",
+    "volumeBindingMode": "Immediate",
+}
 NODE_IP = "10.233.0.1"
 
 
@@ -52,6 +60,8 @@ def start_kubelet(cluster: ControlPlane, images: Images, *, node: NodeConfig | N
         # It stops every pod (their grace periods) and removes their namespaces before it exits.
         stop_timeout=60.0,
     )
+    # One machine: claims are provisioned as hostPath volumes by the controller manager's provisioner.
+    cluster.apply([STORAGE_CLASS])
     process.start()
     cluster.processes.append(process)
     cluster.on_stop.append(Network(prefix=PREFIX, cidr=POD_CIDR).sweep)

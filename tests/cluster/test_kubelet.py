@@ -256,3 +256,49 @@ def test_readiness_probe_gates_ready_and_crash_loops_back_off(node: ControlPlane
     assert looping[0]["lastState"]["terminated"]["exitCode"] == 1
     node.kubectl("delete", "pod", "p", "-n", "probes", "--wait=true", "--timeout=60s")
     assert not pods(node, "probes", "app=p")
+
+
+def test_claims_are_provisioned_and_outlive_their_pods(node: ControlPlane) -> None:
+    node.kubectl("create", "namespace", "claims")
+    claim = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": "engines"},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
+    }
+
+    def pod(name: str, code: str) -> dict[str, Any]:
+        return {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": name, "labels": {"app": name}},
+            "spec": {
+                "restartPolicy": "Never",
+                "containers": [
+                    {
+                        "name": "c",
+                        "image": PY,
+                        "command": ["python", "-c", code],
+                        "volumeMounts": [{"name": "cache", "mountPath": "/mnt/engines"}],
+                    }
+                ],
+                "volumes": [{"name": "cache", "persistentVolumeClaim": {"claimName": "engines"}}],
+            },
+        }
+
+    apply(node, "claims", claim, pod("writer", "open('/mnt/engines/plan.bin', 'w').write('engine')"))
+    until(
+        "the writer to finish",
+        lambda: [p for p in pods(node, "claims", "app=writer") if p["status"].get("phase") == "Succeeded"],
+    )
+    assert get(node, "pvc", "engines", "-n", "claims")["status"]["phase"] == "Bound"
+    apply(node, "claims", pod("reader", "assert open('/mnt/engines/plan.bin').read() == 'engine'"))
+    done = until(
+        "the reader to finish",
+        lambda: [
+            p
+            for p in pods(node, "claims", "app=reader")
+            if p["status"].get("phase") in ("Succeeded", "Failed")
+        ],
+    )
+    assert done[0]["status"]["phase"] == "Succeeded", done[0]["status"]["containerStatuses"]

@@ -39,8 +39,7 @@ class Volumes:
             name = volume["name"]
             folder = self.root / name
             if "persistentVolumeClaim" in volume:
-                folder = self.claims / namespace / volume["persistentVolumeClaim"]["claimName"]
-                folder.mkdir(parents=True, exist_ok=True)
+                folder = self._claim(namespace, volume["persistentVolumeClaim"]["claimName"])
             elif "emptyDir" in volume:
                 folder.mkdir(parents=True, exist_ok=True)
             elif "configMap" in volume:
@@ -56,6 +55,18 @@ class Volumes:
                 raise NotImplementedError(f"volume {name}: {sorted(volume)} is not supported by this kubelet")
             folders[name] = folder
         return folders
+
+    def _claim(self, namespace: str, claim: str) -> Path:
+        """A bound claim's hostPath volume (what the provisioner made), else a folder of its own."""
+        found = self.api.read_namespaced_persistent_volume_claim(claim, namespace)
+        volume = found.spec.volume_name if found.spec is not None else None
+        if volume:
+            bound = self.api.read_persistent_volume(volume)
+            if bound.spec is not None and bound.spec.host_path is not None:
+                return Path(bound.spec.host_path.path)
+        folder = self.claims / namespace / claim
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
 
     def _config_map(self, namespace: str, source: dict[str, Any]) -> dict[str, bytes]:
         found = self.api.read_namespaced_config_map(source["name"], namespace)
