@@ -271,3 +271,91 @@ def test_rollback_is_carried_out_by_the_operator(
             return done and "planetgen.io/rollback-to" not in (body["metadata"].get("annotations") or {})
 
         wait_for("spec restored by the operator", restored, timeout=60, log=operator)
+
+
+def test_status_chain_goes_from_the_pipeline_down_to_the_failing_pod() -> None:
+    from rich.console import Console
+
+    from planet_operator.plugin import views
+
+    says = "torch.OutOfMemoryError: CUDA out of memory"
+    body = {
+        "metadata": {"name": "crash", "namespace": "t"},
+        "status": {
+            "phase": "Degraded",
+            "conditions": [
+                {
+                    "type": "Ready",
+                    "status": "False",
+                    "reason": "ModelLoadFailed",
+                    "message": f"InferenceService crash-generate: {says}",
+                },
+                {
+                    "type": "Degraded",
+                    "status": "True",
+                    "reason": "ModelLoadFailed",
+                    "message": f"InferenceService crash-generate: {says}",
+                },
+            ],
+        },
+    }
+    service = {
+        "metadata": {"name": "crash-generate", "generation": 1},
+        "status": {
+            "conditions": [
+                {
+                    "type": "PredictorReady",
+                    "status": "False",
+                    "reason": "MinimumReplicasUnavailable",
+                    "message": "Deployment does not have minimum availability.",
+                },
+                {
+                    "type": "Ready",
+                    "status": "False",
+                    "reason": "MinimumReplicasUnavailable",
+                    "message": "Deployment does not have minimum availability.",
+                },
+            ],
+            "modelStatus": {
+                "transitionStatus": "BlockedByFailedLoad",
+                "lastFailureInfo": {"reason": "ModelLoadFailed", "message": says, "exitCode": 1},
+            },
+        },
+    }
+    crashing = {
+        "metadata": {"name": "crash-generate-predictor-abc"},
+        "status": {
+            "phase": "Running",
+            "containerStatuses": [
+                {
+                    "name": "kserve-container",
+                    "restartCount": 5,
+                    "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+                    "lastState": {"terminated": {"exitCode": 1, "reason": "Error", "message": says}},
+                }
+            ],
+        },
+    }
+    healthy = {"metadata": {"name": "crash-generate-predictor-def"}, "status": {"phase": "Running"}}
+    children = [
+        views.Child(kind="Job", name="planet-engine-1", error="jobs.batch is forbidden"),
+        views.Child(kind="InferenceService", name="crash-generate", body=service, pods=[crashing, healthy]),
+    ]
+    console = Console(width=160, record=True)
+    console.print(views.chain(body, children))
+    text = console.export_text()
+    lines = text.splitlines()
+    assert lines[0] == "PlanetPipeline t/crash Degraded"
+    for expected in (
+        f"Ready=False ModelLoadFailed: InferenceService crash-generate: {says}",
+        "Job planet-engine-1  cannot read: jobs.batch is forbidden",
+        "InferenceService crash-generate  Ready=False MinimumReplicasUnavailable",
+        "PredictorReady=False MinimumReplicasUnavailable: Deployment does not have minimum availability.",
+        f"model BlockedByFailedLoad ModelLoadFailed exit 1: {says}",
+        "Pod crash-generate-predictor-abc Running",
+        f"container kserve-container CrashLoopBackOff (5 restarts), last exit 1 (Error): {says}",
+        "1 pod without problems",
+    ):
+        assert expected in text, f"{expected!r} not in\n{text}"
+    assert "Degraded=True" not in text, "the same causes are said once"
+    assert len(lines) <= 12

@@ -28,6 +28,8 @@ EXPECTED = {
     ("serving.kserve.io", "v1alpha1", "inferencegraphs"): OWNED,
     ("apps", "v1", "controllerrevisions"): OWNED,
     ("", "v1", "configmaps"): OWNED,
+    # The children's pods (build Jobs' and predictors'): why a child fails.
+    ("", "v1", "pods"): OWNED,
     # "exists" is the bare key.
     ("batch", "v1", "jobs"): "planetgen.io/engine-key",
 }

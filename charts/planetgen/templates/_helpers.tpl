@@ -95,9 +95,15 @@ app.kubernetes.io/component: operator
 - apiGroups: ["apps"]
   resources: ["controllerrevisions"]
   verbs: ["list", "watch", "create", "delete"]
+# Read-only, and only the children's pods (label selector): why a build or a predictor fails.
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["list", "watch"]
+# Events about pipelines; and, read only when a build Job has no pod, the Job controller's
+# FailedCreate events: the one place it says why the API server refused the Job's pod.
 - apiGroups: [""]
   resources: ["events"]
-  verbs: ["create"]
+  verbs: ["create", "list"]
 {{- if and (include "planetgen.peered" .) .Values.watchNamespaces }}
 # Namespace-scoped operators peer through a KopfPeering in each watched namespace.
 - apiGroups: ["kopf.dev"]

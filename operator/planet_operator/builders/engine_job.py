@@ -4,12 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
+from planet_build import errors
 from planet_operator.api import resource
 from planet_operator.builders import meta, names
 from planet_operator.builders.plan import Plan, Release
 from planet_operator.builders.revision import engine_key_of, upscaler_uris
 
 CACHE_DIR = "/cache"
+CONTAINER = "build"
+#: The kubelet copies the end of the log into the termination message when the builder wrote none,
+#: so the pod's status (and the pipeline's condition) says why it failed.
+TERMINATION_MESSAGE_POLICY = "FallbackToLogsOnError"
 
 
 def engine_job(plan: Plan, release: Release) -> dict[str, Any]:
@@ -49,12 +54,13 @@ def engine_job(plan: Plan, release: Release) -> dict[str, Any]:
         "restartPolicy": "Never",
         "containers": [
             {
-                "name": "build",
+                "name": CONTAINER,
                 "image": spec.serving.images.builder,
                 "command": ["python", "-m", "planet_build"],
                 "args": args,
                 "resources": {"limits": {"nvidia.com/gpu": 1}} if spec.engine.backend == "tensorrt" else {},
                 "volumeMounts": [{"name": "cache", "mountPath": CACHE_DIR}],
+                "terminationMessagePolicy": TERMINATION_MESSAGE_POLICY,
             }
         ],
         "volumes": [{"name": "cache", "persistentVolumeClaim": {"claimName": spec.engine.cache_claim}}],
@@ -68,6 +74,21 @@ def engine_job(plan: Plan, release: Release) -> dict[str, Any]:
         "metadata": job_meta,
         "spec": {
             "backoffLimit": 2,
+            "podFailurePolicy": {
+                "rules": [
+                    # Preempted or evicted (node drained): not the build's fault, not an attempt.
+                    {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+                    # Bad input, or a build this node cannot run: a retry would answer the same.
+                    {
+                        "action": "FailJob",
+                        "onExitCodes": {
+                            "containerName": CONTAINER,
+                            "operator": "In",
+                            "values": [errors.EXIT_USAGE],
+                        },
+                    },
+                ]
+            },
             "ttlSecondsAfterFinished": 86400,
             "template": {"metadata": {"labels": dict(job_meta["labels"])}, "spec": pod},
         },

@@ -161,6 +161,9 @@ def _container(
             "failureThreshold": 60,
         },
         "volumeMounts": mounts,
+        # KServe quotes the termination message as the model's load failure: with no message
+        # written, the kubelet puts the end of the log there.
+        "terminationMessagePolicy": "FallbackToLogsOnError",
     }
 
 

@@ -9,6 +9,7 @@ import kopf
 
 from planet_operator.api import resource
 from planet_operator.handlers.wakeups import WAKEUPS
+from planet_operator.reconcile import diagnose
 
 #: Labels on every child the operator creates.
 OWNED = {resource.LABEL_MANAGED_BY: resource.MANAGER}
@@ -20,6 +21,7 @@ GRAPHS = ("serving.kserve.io", "v1alpha1", "inferencegraphs")
 REVISIONS = ("apps", "v1", "controllerrevisions")
 CONFIGS = ("", "v1", "configmaps")
 JOBS = ("batch", "v1", "jobs")
+PODS = ("", "v1", "pods")
 
 #: Every child resource the handlers below watch, with the one label filter they use on it. Kopf
 #: applies ``labels=`` client-side, after listing every object of the kind in the cluster, so
@@ -31,6 +33,8 @@ FILTERS: dict[tuple[str, str, str], Mapping[str, Any]] = {
     REVISIONS: OWNED,
     CONFIGS: OWNED,
     JOBS: BUILDS,
+    # Build and predictor pods carry the children's labels (Job template, KServe's predictor labels).
+    PODS: OWNED,
 }
 
 
@@ -49,7 +53,7 @@ def label_selector(labels: Mapping[str, Any]) -> str:
     return ",".join(parts)
 
 
-def _owner_uids(body: kopf.Body) -> list[str]:
+def _owner_uids(body: Mapping[str, Any]) -> list[str]:
     return [ref.get("uid", "") for ref in body.get("metadata", {}).get("ownerReferences", []) or []]
 
 
@@ -85,6 +89,43 @@ def planet_configs(namespace: str | None, labels: kopf.Labels, body: kopf.Body, 
 def planet_jobs(namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any) -> Any:
     """Engine-build Jobs by (namespace, engine key): shared by every pipeline with that key."""
     return {(namespace or "", str(labels[resource.LABEL_ENGINE_KEY])): dict(body)}
+
+
+@kopf.index(*PODS, labels=FILTERS[PODS])
+def planet_pods(namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any) -> Any:
+    """Pods by (namespace, kind, name) of the Job or InferenceService they run for: why a child fails.
+
+    Only what explains a failure is kept (phase, conditions, container states), not whole pods.
+    """
+    owner = diagnose.pod_owner(labels)
+    return {(namespace or "", *owner): diagnose.slim_pod(body)} if owner else None
+
+
+@kopf.on.event(*PODS, labels=FILTERS[PODS])
+def pod_changed(namespace: str | None, labels: kopf.Labels, **kwargs: Any) -> None:
+    """A child's pod moved (a crash, a pull error, a build that ended): wake the pipelines it serves.
+
+    Pods are owned by ReplicaSets and Jobs, not by pipelines; the owners are found in the indexes
+    (which Kopf passes by their functions' names).
+    """
+    planet_services: kopf.Index[tuple[str, str], dict[str, Any]] = kwargs["planet_services"]
+    planet_jobs: kopf.Index[tuple[str, str], dict[str, Any]] = kwargs["planet_jobs"]
+    owner = diagnose.pod_owner(labels)
+    if owner is None:
+        return
+    kind, name = owner
+    if kind == "Job":
+        key = str(labels.get(resource.LABEL_ENGINE_KEY, ""))
+        for job in planet_jobs.get((namespace or "", key), []):
+            for uid in _owner_uids(job):
+                WAKEUPS.wake(uid)
+        for uid in list(WAITING_ON.get(key, ())):
+            WAKEUPS.wake(uid)
+        return
+    for service in planet_services.get(_key(namespace, labels), []):
+        if service.get("metadata", {}).get("name") == name:
+            for uid in _owner_uids(service):
+                WAKEUPS.wake(uid)
 
 
 @kopf.on.event(*SERVICES, labels=FILTERS[SERVICES])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection, Iterator, Mapping
 from typing import Any
 
 import kopf
@@ -11,13 +12,17 @@ from planet_operator.api import resource
 from planet_operator.handlers import children
 from planet_operator.handlers.wakeups import WAKEUPS
 from planet_operator.kube.client import APIError
-from planet_operator.reconcile import core, observe
+from planet_operator.reconcile import causes, core, notices, observe
 from planet_operator.reconcile.context import Context
 
 Index = kopf.Index[tuple[str, str], dict[str, Any]]
+PodIndex = kopf.Index[tuple[str, str, str], dict[str, Any]]
 PIPELINES = (resource.GROUP, resource.VERSION, resource.PLURAL)
-#: Back-off after a failed reconcile (API errors, Prometheus down): grows to a minute.
+#: Back-off after a failed reconcile (API errors, Prometheus down) or a refused write: grows to a
+#: minute, and never past the resync interval (a fixed quota or webhook is noticed by then).
 BACKOFF = (1.0, 2.0, 5.0, 15.0, 30.0, 60.0)
+#: Where a pipeline's Kopf memo keeps the causes it has announced (reconcile.notices).
+NOTICES = "notices"
 #: The phase each pipeline is in, for the pipelines-by-phase gauge.
 _PHASES: dict[str, str] = {}
 #: (generation, labels, annotations) last seen per pipeline uid: what a reconcile depends on.
@@ -51,8 +56,10 @@ async def reconcile_loop(
 ) -> None:
     """Reconcile, then sleep until a child or the spec changes, a rollout step is due, or resync."""
     ctx: Context = memo["context"]
+    # Kopf's memo is per pipeline: the announced causes live as long as the pipeline's daemon.
+    announced = memo.setdefault(NOTICES, notices.Notices())
     try:
-        await _loop(ctx, body, uid, stopped, logger, kwargs)
+        await _loop(ctx, body, uid, stopped, announced, kwargs)
     finally:
         if stopped.reason and stopped.reason & kopf.DaemonStoppingReason.RESOURCE_DELETED:
             # Children go with their ownerReferences; only the operator's own bookkeeping is left.
@@ -66,7 +73,12 @@ async def reconcile_loop(
 
 
 async def _loop(
-    ctx: Context, body: kopf.Body, uid: str, stopped: kopf.DaemonStopped, logger: kopf.Logger, kwargs: Any
+    ctx: Context,
+    body: kopf.Body,
+    uid: str,
+    stopped: kopf.DaemonStopped,
+    announced: notices.Notices,
+    kwargs: Any,
 ) -> None:
     # Kopf passes every index by its function's name (see handlers.children).
     planet_services: Index = kwargs["planet_services"]
@@ -74,7 +86,11 @@ async def _loop(
     planet_revisions: Index = kwargs["planet_revisions"]
     planet_jobs: Index = kwargs["planet_jobs"]
     planet_configs: Index = kwargs["planet_configs"]
-    failures = 0
+    planet_pods: PodIndex = kwargs["planet_pods"]
+    # The loop's own failures (a status write refused, the API server unreachable) are announced
+    # apart from the pass's causes: one failed pass must not "resolve" a refusal it never reached.
+    failing = notices.Notices()
+    retries = 0
     while not stopped:
         key = (body.metadata.namespace or "", body.metadata.name or "")
         observed = observe.Observed(
@@ -83,20 +99,36 @@ async def _loop(
             revisions=_by_label(planet_revisions.get(key, []), resource.LABEL_REVISION),
             configs=_by_name(planet_configs.get(key, [])),
             jobs={k[1]: next(iter(v)) for k, v in planet_jobs.items() if k[0] == key[0] and v},
+            pods=_Scoped(planet_pods, key[0]),
         )
-        delay = ctx.settings.resync_seconds
+        resync = ctx.settings.resync_seconds
+        delay = resync
+        subject = f"{key[0]}/{key[1]}"
         try:
-            result = await core.reconcile(ctx, body, observed)
-        except (APIError, OSError, TimeoutError) as exc:
-            # Level-based: the next pass recomputes everything, so a retry after a pause is enough.
-            delay = _failed(exc, failures, logger)
-            failures += 1
+            result = await core.reconcile(ctx, body, observed, announced=announced)
         except Exception as exc:
-            logger.exception("reconcile crashed; retrying")
-            delay = _failed(exc, failures, logger)
-            failures += 1
+            # Level-based: the next pass recomputes everything, so a retry after a pause is enough.
+            metrics.RECONCILE_ERRORS.labels(error=type(exc).__name__).inc()
+            cause = causes.reconcile_failed(kind=resource.KIND, name=key[1], error=exc)
+            # A crash (a bug, not the API) gets its traceback, once per distinct cause like the rest.
+            crashed = not isinstance(exc, APIError | OSError | TimeoutError)
+            notices.announce(
+                failing.update([cause]),
+                body=body,
+                emit=ctx.emit,
+                subject=subject,
+                error=exc if crashed else None,
+            )
+            delay = _backoff(retries, resync)
+            retries += 1
         else:
-            failures = 0
+            notices.announce(failing.update([]), body=body, emit=ctx.emit, subject=subject)
+            if result.retry:
+                # A refused write: nothing wakes the pipeline when the quota, webhook or RBAC is fixed.
+                delay = _backoff(retries, resync)
+                retries += 1
+            else:
+                retries = 0
             if result.requeue_after is not None:
                 delay = min(delay, result.requeue_after)
             if result.waiting_on:
@@ -106,11 +138,25 @@ async def _loop(
         await WAKEUPS.wait(uid, seconds=delay)
 
 
-def _failed(exc: BaseException, failures: int, logger: kopf.Logger) -> float:
-    metrics.RECONCILE_ERRORS.labels(error=type(exc).__name__).inc()
-    delay = BACKOFF[min(failures, len(BACKOFF) - 1)]
-    logger.warning("reconcile failed (retry in %.0fs): %s", delay, exc)
-    return delay
+def _backoff(retries: int, resync: float) -> float:
+    """Seconds before retry number ``retries`` (from 0): the BACKOFF steps, capped at the resync."""
+    return min(BACKOFF[min(retries, len(BACKOFF) - 1)], max(resync, BACKOFF[0]))
+
+
+class _Scoped(Mapping[tuple[str, str], Collection[dict[str, Any]]]):
+    """The pod index seen from one namespace: (kind, name) ▶ pods, looked up without a scan."""
+
+    def __init__(self, index: PodIndex, namespace: str) -> None:
+        self._index, self._namespace = index, namespace
+
+    def __getitem__(self, key: tuple[str, str]) -> Collection[dict[str, Any]]:
+        return self._index[(self._namespace, *key)]
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        return iter([(k[1], k[2]) for k in self._index if k[0] == self._namespace])
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
 
 
 def _by_name(bodies: Any) -> dict[str, dict[str, Any]]:

@@ -54,8 +54,15 @@ def _has(body: Any, path: tuple[str, ...]) -> bool:
     return True
 
 
+#: Kinds whose spec the API server refuses to change once created; named by their content, so only
+#: their metadata (labels, owners) is kept up to date. A build Job is keyed by its engine key.
+_FIXED_SPEC = ("Job",)
+
+
 def _wanted(body: Body) -> Body:
-    """The parts of a manifest the operator owns: everything but status."""
+    """The parts of a manifest the operator owns: everything but status (only metadata when fixed)."""
+    if body.get("kind") in _FIXED_SPEC:
+        return {k: v for k, v in body.items() if k in ("apiVersion", "kind", "metadata")}
     return {k: v for k, v in body.items() if k not in ("status",)}
 
 
@@ -78,7 +85,12 @@ async def ensure(client: Client, desired: Body, *, live: Body | None = None, ind
             return "created"
         except Conflict:
             # Created meanwhile (an index lagging behind, another replica): compare and patch instead.
-            live = await client.get(resource, namespace, name)
+            try:
+                live = await client.get(resource, namespace, name)
+            except NotFound:
+                # Taken, and gone again (it was being deleted): its deletion wakes the next pass,
+                # which creates it. Not a refusal.
+                return "unchanged"
     stale = _stale_keys(live, desired)
     if contains(live, _wanted(desired)) and not stale:
         return "unchanged"

@@ -34,13 +34,18 @@ log = logging.getLogger(__name__)
 
 
 class APIError(Exception):
-    """The API server refused a request; ``status`` is the HTTP code, ``reason`` the Status reason."""
+    """The API server refused a request; ``status`` is the HTTP code, ``reason`` the Status reason.
 
-    def __init__(self, status: int, reason: str, message: str) -> None:
+    ``verb`` and ``path`` say which request it was (empty when built by hand).
+    """
+
+    def __init__(self, status: int, reason: str, message: str, *, verb: str = "", path: str = "") -> None:
         super().__init__(f"{status} {reason}: {message}")
         self.status = status
         self.reason = reason
         self.message = message
+        self.verb = verb
+        self.path = path
 
 
 class NotFound(APIError):
@@ -180,22 +185,31 @@ class Client:
 
     async def get(self, resource: Resource, namespace: str, name: str) -> Body:
         """One object, or :class:`NotFound`."""
-        return await self._call("GET", resource.path(namespace, name))
+        return await self._call("GET", resource.path(namespace, name), verb="get")
 
     async def list_objects(
-        self, resource: Resource, namespace: str | None, *, labels: Mapping[str, str] | None = None
+        self,
+        resource: Resource,
+        namespace: str | None,
+        *,
+        labels: Mapping[str, str] | None = None,
+        fields: Mapping[str, str] | None = None,
     ) -> Body:
-        """A list, filtered by equality label selectors."""
-        params = {"labelSelector": ",".join(f"{k}={v}" for k, v in labels.items())} if labels else None
-        return await self._call("GET", resource.path(namespace), params=params)
+        """A list, filtered by equality label and field selectors."""
+        params = {}
+        if labels:
+            params["labelSelector"] = ",".join(f"{k}={v}" for k, v in labels.items())
+        if fields:
+            params["fieldSelector"] = ",".join(f"{k}={v}" for k, v in fields.items())
+        return await self._call("GET", resource.path(namespace), params=params or None, verb="list")
 
     async def create(self, resource: Resource, namespace: str, body: Body) -> Body:
         """Create; :class:`Conflict` with reason AlreadyExists when the name is taken."""
-        return await self._call("POST", resource.path(namespace), body=body)
+        return await self._call("POST", resource.path(namespace), body=body, verb="create")
 
     async def replace(self, resource: Resource, namespace: str, name: str, body: Body) -> Body:
         """PUT: fails with :class:`Conflict` when ``body`` carries a stale resourceVersion."""
-        return await self._call("PUT", resource.path(namespace, name), body=body)
+        return await self._call("PUT", resource.path(namespace, name), body=body, verb="update")
 
     async def patch(
         self,
@@ -209,13 +223,16 @@ class Client:
     ) -> Body:
         """PATCH the object or its subresource (``status``)."""
         path = resource.path(namespace, name, subresource)
-        return await self._call("PATCH", path, body=patch, content_type=_PATCH_CONTENT[kind])
+        return await self._call("PATCH", path, body=patch, content_type=_PATCH_CONTENT[kind], verb="patch")
 
     async def delete(self, resource: Resource, namespace: str, name: str) -> None:
         """Delete; a missing object is not an error (it is what was wanted)."""
         with contextlib.suppress(NotFound):
             await self._call(
-                "DELETE", resource.path(namespace, name), body={"propagationPolicy": "Background"}
+                "DELETE",
+                resource.path(namespace, name),
+                body={"propagationPolicy": "Background"},
+                verb="delete",
             )
 
     async def _call(
@@ -226,6 +243,7 @@ class Client:
         body: Body | list[Body] | None = None,
         params: Mapping[str, str] | None = None,
         content_type: str = "application/json",
+        verb: str = "",
     ) -> Body:
         data = json.dumps(body) if body is not None else None
         if self.connection.token_file and time.monotonic() - self._token_read_at >= self._reread_seconds:
@@ -239,7 +257,7 @@ class Client:
             )
         if status < 400:
             return payload
-        raise _error(status, payload, text)
+        raise _error(status, payload, text, verb=verb or method.lower(), path=path)
 
     async def _send(
         self,
@@ -322,13 +340,14 @@ def _tls(connection: Connection) -> tuple[object, ...]:
     return (c.server, c.ca_file, c.cert_file, c.key_file, c.verify)
 
 
-def _error(status: int, payload: Body, text: str) -> APIError:
+def _error(status: int, payload: Body, text: str, *, verb: str = "", path: str = "") -> APIError:
     reason = str(payload.get("reason") or "")
     message = str(payload.get("message") or text[:300])
+    where = {"verb": verb, "path": path}
     if status == 404:
-        return NotFound(status, reason or "NotFound", message)
+        return NotFound(status, reason or "NotFound", message, **where)
     if status == 409:
-        return Conflict(status, reason or "Conflict", message)
+        return Conflict(status, reason or "Conflict", message, **where)
     if status == 422:
-        return Invalid(status, reason or "Invalid", message)
-    return APIError(status, reason or "Error", message)
+        return Invalid(status, reason or "Invalid", message, **where)
+    return APIError(status, reason or "Error", message, **where)

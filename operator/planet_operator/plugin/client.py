@@ -44,6 +44,8 @@ class Cluster:
         self._api = client.ApiClient(configuration)
         self._custom = client.CustomObjectsApi(self._api)
         self._apps = client.AppsV1Api(self._api)
+        self._batch = client.BatchV1Api(self._api)
+        self._core = client.CoreV1Api(self._api)
 
     def close(self) -> None:
         """Release the connection pool."""
@@ -99,6 +101,37 @@ class Cluster:
         )
         items = [self._api.sanitize_for_serialization(item) for item in reply.items]  # type: ignore[no-untyped-call]
         return sorted(items, key=lambda r: int(r.get("revision") or 0))
+
+    def services(self, pipeline: str) -> list[Body]:
+        """The pipeline's InferenceServices (by the label the operator sets on its children)."""
+        reply = self._call(
+            self._custom.list_namespaced_custom_object,
+            "serving.kserve.io",
+            "v1beta1",
+            self.namespace,
+            "inferenceservices",
+            label_selector=f"{resource.LABEL_PIPELINE}={pipeline}",
+        )
+        return sorted(reply.get("items") or [], key=lambda o: str(o["metadata"]["name"]))
+
+    def job(self, name: str) -> Body | None:
+        """One Job, or None when there is none by that name."""
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            job = self._batch.read_namespaced_job(name, self.namespace, _request_timeout=TIMEOUT)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise PluginError(_api_message(exc)) from exc
+        body: Body = self._api.sanitize_for_serialization(job)  # type: ignore[no-untyped-call]
+        return body
+
+    def pods(self, selector: str) -> list[Body]:
+        """Pods by label selector, newest first."""
+        reply = self._call(self._core.list_namespaced_pod, self.namespace, label_selector=selector)
+        items = [self._api.sanitize_for_serialization(item) for item in reply.items]  # type: ignore[no-untyped-call]
+        return sorted(items, key=lambda p: str(p["metadata"].get("creationTimestamp") or ""), reverse=True)
 
     def _call(self, method: Any, *args: Any, **kwargs: Any) -> Any:
         from kubernetes.client.exceptions import ApiException

@@ -15,8 +15,11 @@ from typing import Any
 from rich.console import Console, RenderableType
 
 from planet_operator import yamlio
+from planet_operator.api import validation
+from planet_operator.builders import names, revision
 from planet_operator.plugin import views
 from planet_operator.plugin.client import Cluster, PluginError, Target
+from planet_operator.reconcile import diagnose
 from planet_operator.rollout import machine
 
 EXIT_ERROR = 2
@@ -44,7 +47,11 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("-A", "--all-namespaces", action="store_true", help="every namespace")
     listing.set_defaults(handler=cmd_list)
     for name, handler, text in (
-        ("status", cmd_status, "conditions, rollout step, analysis and releases of one pipeline"),
+        (
+            "status",
+            cmd_status,
+            "conditions, rollout, releases, and the chain from the pipeline down to a failing pod",
+        ),
         ("history", cmd_history, "stored revisions (ControllerRevisions): number, model hash, age"),
     ):
         one = sub.add_parser(name, parents=[common, output], help=text)
@@ -99,7 +106,41 @@ def cmd_status(cluster: Cluster, args: argparse.Namespace, console: Console) -> 
     body = cluster.pipeline(args.name)
     if args.output != "table":
         return _emit(args.output, body)
-    return _print(console, views.status_view(body))
+    return _print(console, views.status_view(body, children(cluster, body)))
+
+
+def children(cluster: Cluster, body: Any) -> list[views.Child]:
+    """The pipeline's build Job and InferenceServices, each with its pods; an unreadable one says why."""
+    name = body["metadata"]["name"]
+    out: list[views.Child] = []
+    try:
+        spec = validation.parse_spec(body.get("spec") or {}, name=name)
+    except validation.InvalidPipeline:
+        spec = None
+    if spec is not None and revision.needs_engine_build(spec):
+        job = names.engine_job(revision.engine_key_of(spec))
+        try:
+            found = cluster.job(job)
+        except PluginError as exc:
+            out.append(views.Child(kind="Job", name=job, error=str(exc)))
+        else:
+            out.append(_with_pods(cluster, "Job", job, found, f"{diagnose.JOB_NAME_LABELS[0]}={job}"))
+    try:
+        services = cluster.services(name)
+    except PluginError as exc:
+        return [*out, views.Child(kind="InferenceService", name="*", error=str(exc))]
+    for service in services:
+        isvc = str(service["metadata"]["name"])
+        out.append(_with_pods(cluster, "InferenceService", isvc, service, f"{diagnose.SERVICE_LABEL}={isvc}"))
+    return out
+
+
+def _with_pods(cluster: Cluster, kind: str, name: str, body: Any, selector: str) -> views.Child:
+    try:
+        pods = cluster.pods(selector) if body is not None else []
+    except PluginError as exc:
+        return views.Child(kind=kind, name=name, body=body, error=f"pods: {exc}")
+    return views.Child(kind=kind, name=name, body=body, pods=pods)
 
 
 def cmd_history(cluster: Cluster, args: argparse.Namespace, console: Console) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -10,8 +11,10 @@ from rich import box
 from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
+from rich.tree import Tree
 
 from planet_operator.api import resource, validation
+from planet_operator.reconcile import causes, diagnose, observe
 
 Body = Mapping[str, Any]
 Row = dict[str, Any]
@@ -134,8 +137,125 @@ def table(rows: Sequence[Row], *, title: str | None = None) -> Table:
     return out
 
 
-def status_view(body: Body) -> RenderableType:
-    """``kubectl planet status``: summary, rollout, conditions and releases."""
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Child:
+    """One child of a pipeline as the plugin read it, with the pods that run it."""
+
+    kind: str
+    name: str
+    #: None: the child does not exist (yet).
+    body: Body | None = None
+    pods: Sequence[Body] = ()
+    #: Why it could not be read (RBAC, a missing CRD), instead of the body.
+    error: str = ""
+
+
+#: Longest message in the chain: one screen for the whole chain.
+CHAIN_MESSAGE = 240
+_BAD, _WAIT, _GOOD = "red", "yellow", "green"
+
+
+def chain(body: Body, children: Sequence[Child]) -> Tree:
+    """The pipeline's conditions, then each child and, under it, the pods that keep it from working."""
+    status = body.get("status") or {}
+    meta = body["metadata"]
+    phase = str(status.get("phase", "Unknown"))
+    style = _BAD if phase in ("Degraded", "Failed", "RolledBack") else (_GOOD if phase == "Ready" else _WAIT)
+    tree = Tree(
+        Text.assemble(
+            ("PlanetPipeline ", "bold"), f"{meta.get('namespace', '')}/{meta['name']} ", (phase, style)
+        )
+    )
+    ready = condition(status, "Ready")
+    if ready:
+        tree.add(_condition(ready, bad=ready.get("status") != "True"))
+    for kind in ("EnginesReady", "Degraded"):
+        item = condition(status, kind)
+        bad = bool(item) and (item.get("status") == "True") == (kind == "Degraded")
+        # The same causes are in Ready's message already: say them once.
+        if bad and item.get("message") != ready.get("message"):
+            tree.add(_condition(item, bad=True))
+    for child in children:
+        tree.children.append(_child(child))
+    return tree
+
+
+def _condition(item: Body, *, bad: bool) -> Text:
+    words = causes.clip(str(item.get("message") or ""), CHAIN_MESSAGE, keep="start")
+    label = f"{item.get('type')}={item.get('status')} {item.get('reason') or ''}".rstrip()
+    return Text.assemble((label, _BAD if bad else _GOOD), f": {words}" if words else "")
+
+
+def _child(child: Child) -> Tree:
+    title = Text.assemble((f"{child.kind} ", "bold"), child.name)
+    if child.body is None:
+        missing = f"  cannot read: {child.error}" if child.error else "  not created"
+        return Tree(Text.assemble(title, (missing, _WAIT)))
+    node = Tree(Text.assemble(title, "  ", _child_state(child)))
+    if child.error:
+        node.add(Text(f"cannot read: {child.error}", style=_WAIT))
+    if child.kind == "InferenceService":
+        for item in (child.body.get("status") or {}).get("conditions") or []:
+            if item.get("type") not in ("Ready", "Stopped") and item.get("status") == "False":
+                node.add(_condition(item, bad=True))
+        model = (child.body.get("status") or {}).get("modelStatus") or {}
+        info = model.get("lastFailureInfo") or {}
+        if info and model.get("transitionStatus") in diagnose.MODEL_BLOCKED:
+            words = causes.clip(causes.tail(str(info.get("message") or "")), CHAIN_MESSAGE)
+            exit_code = f" exit {info['exitCode']}" if info.get("exitCode") else ""
+            node.add(
+                Text.assemble(
+                    (f"model {model.get('transitionStatus')} {info.get('reason', '')}{exit_code}", _BAD),
+                    f": {words}",
+                )
+            )
+    healthy = 0
+    for pod in child.pods:
+        problem = diagnose.pod_problem(pod, now=datetime.datetime.now(datetime.UTC))
+        if problem is None:
+            healthy += 1
+            continue
+        pod_phase = str((pod.get("status") or {}).get("phase") or "Pending")
+        leaf = node.add(
+            Text.assemble(
+                ("Pod ", "bold"), f"{problem.pod} ", (pod_phase, _BAD if problem.failing else _WAIT)
+            )
+        )
+        words = causes.clip(problem.words, CHAIN_MESSAGE)
+        leaf.add(
+            Text.assemble((problem.where, _BAD if problem.failing else _WAIT), f": {words}" if words else "")
+        )
+    if healthy:
+        node.add(Text(f"{healthy} pod{'s' if healthy > 1 else ''} without problems", style=_GOOD))
+    return node
+
+
+def _child_state(child: Child) -> Text:
+    body = child.body or {}
+    if child.kind == "Job":
+        state, why = observe.job_state(body)
+        counts = body.get("status") or {}
+        detail = (
+            f" (active {counts.get('active', 0)}, failed {counts.get('failed', 0)})"
+            if state == "running"
+            else ""
+        )
+        words = causes.clip(why, CHAIN_MESSAGE, keep="start")
+        return Text.assemble(
+            (state, {"failed": _BAD, "complete": _GOOD}.get(state, _WAIT)),
+            detail,
+            f": {words}" if words else "",
+        )
+    ready = observe.condition(body, "Ready") or {}
+    if observe.is_ready(body):
+        return Text("Ready", style=_GOOD)
+    words = causes.clip(str(ready.get("message") or ""), CHAIN_MESSAGE, keep="start")
+    label = f"Ready={ready.get('status', 'Unknown')} {ready.get('reason') or ''}".rstrip()
+    return Text.assemble((label, _WAIT), f": {words}" if words else "")
+
+
+def status_view(body: Body, children: Sequence[Child] = ()) -> RenderableType:
+    """``kubectl planet status``: summary, rollout, conditions, releases, and the chain to the failing pod."""
     status = body.get("status") or {}
     meta = body["metadata"]
     summary = Table.grid(padding=(0, 2))
@@ -179,6 +299,8 @@ def status_view(body: Body) -> RenderableType:
     ]
     if releases:
         parts.append(table(releases, title="Releases"))
+    parts.append(Text("Chain", style="italic"))
+    parts.append(chain(body, children))
     return Group(*parts)
 
 

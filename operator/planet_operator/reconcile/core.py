@@ -9,8 +9,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeVar
 
 from planet_operator import metrics
 from planet_operator.api import validation
@@ -19,13 +19,14 @@ from planet_operator.api.spec import PlanetPipelineSpec
 from planet_operator.api.status import PlanetPipelineStatus
 from planet_operator.builders import children, engine_job, names, plan, revision
 from planet_operator.kube import apply, resources
-from planet_operator.kube.client import Conflict
-from planet_operator.reconcile import history, observe, report
+from planet_operator.kube.client import APIError, Conflict
+from planet_operator.reconcile import causes, diagnose, engines, history, notices, observe, report
 from planet_operator.reconcile.context import Context
 from planet_operator.rollout import analysis, machine
 
 Body = Mapping[str, Any]
 _MakePlan = Callable[..., plan.Plan]
+_T = TypeVar("_T")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -37,6 +38,10 @@ class Result:
     phase: str
     #: The engine key this pipeline waits for, when a build is running.
     waiting_on: str | None = None
+    #: Why the pipeline is not where its spec wants it (refused writes, failing children).
+    causes: tuple[causes.Cause, ...] = ()
+    #: Some write was refused: try again (with back-off) even if nothing wakes the pipeline.
+    retry: bool = False
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -52,8 +57,9 @@ class _Pass:
     now: str
     requeue_after: float | None = None
     building: str = ""
-    build_failed: str = ""
     waiting_on: str | None = None
+    #: Refused writes and failing children seen so far in this pass.
+    causes: list[causes.Cause] = dataclasses.field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -76,13 +82,21 @@ class _Pass:
         }
 
 
-async def reconcile(ctx: Context, body: Body, observed: observe.Observed) -> Result:
-    """Bring one pipeline's children and status in line with its spec."""
+async def reconcile(
+    ctx: Context, body: Body, observed: observe.Observed, *, announced: notices.Notices | None = None
+) -> Result:
+    """Bring one pipeline's children and status in line with its spec.
+
+    ``announced`` (kept in the pipeline's Kopf memo) remembers which causes were announced, so a
+    cause that lasts many passes gets one event; without it only the status de-duplicates.
+    """
     with metrics.RECONCILE_SECONDS.time():
-        return await _reconcile(ctx, body, observed)
+        return await _reconcile(ctx, body, observed, announced or notices.Notices())
 
 
-async def _reconcile(ctx: Context, body: Body, observed: observe.Observed) -> Result:
+async def _reconcile(
+    ctx: Context, body: Body, observed: observe.Observed, announced: notices.Notices
+) -> Result:
     now = ctx.clock()
     before = report.load_status(body)
     status = before.model_copy(deep=True)
@@ -121,7 +135,15 @@ async def _reconcile(ctx: Context, body: Body, observed: observe.Observed) -> Re
     if deployed is not None:
         await _apply(work, deployed)
 
-    # 6. Report.
+    # 6. What the children do: predictors that fail, or stopped serving.
+    work.causes.extend(
+        diagnose.services(
+            observed, deployed=deployed is not None, served=report.has_served(before), now=ctx.clock()
+        )
+    )
+
+    # 7. Report, then announce what started or stopped going wrong (once per cause).
+    found = causes.unique(work.causes)
     work.status = report.summarise(
         work.status,
         spec=spec,
@@ -130,12 +152,39 @@ async def _reconcile(ctx: Context, body: Body, observed: observe.Observed) -> Re
         pipeline=work.name,
         deployed=deployed is not None,
         building=work.building,
-        build_failed=work.build_failed,
+        causes=found,
+        waiting={
+            name: diagnose.waiting_for(observed.pods.get(("InferenceService", name), ()), now=now)
+            for name in observed.services
+        },
         now=work.now,
         generation=_generation(body),
     )
     await report.write(ctx, body, before, work.status)
-    return Result(requeue_after=work.requeue_after, phase=work.status.phase, waiting_on=work.waiting_on)
+    changes = announced.update(found, reported=report.reported(before))
+    notices.announce(changes, body=body, emit=ctx.emit, subject=f"{work.namespace}/{work.name}")
+    return Result(
+        requeue_after=work.requeue_after,
+        phase=work.status.phase,
+        waiting_on=work.waiting_on,
+        causes=tuple(found),
+        retry=any(c.reason == causes.REJECTED for c in found),
+    )
+
+
+async def _attempt(work: _Pass, kind: str, name: str, call: Awaitable[_T]) -> _T | None:
+    """Await one write of a child; a refusal becomes a cause of this pass instead of an error.
+
+    The rest of the pass goes on: other children are still applied and the status still says what
+    is true (a refused InferenceService no longer leaves "building engines" behind).
+    """
+    try:
+        return await call
+    except APIError as exc:
+        if not causes.is_refusal(exc):
+            raise
+        work.causes.append(causes.refused(kind=kind, name=name, error=exc))
+        return None
 
 
 def _generation(body: Body) -> int | None:
@@ -155,14 +204,22 @@ async def _record_revision(work: _Pass) -> None:
         number=history.next_number(work.observed.revisions),
         owner=work.owner,
     )
-    # Known absent from the index: create without a GET; a 409 means another pass got there first.
-    with contextlib.suppress(Conflict):
-        await work.ctx.client.create(resources.CONTROLLER_REVISIONS, work.namespace, stored)
+
+    async def create() -> None:
+        # Known absent from the index: create without a GET; a 409 means another pass got there first.
+        with contextlib.suppress(Conflict):
+            await work.ctx.client.create(resources.CONTROLLER_REVISIONS, work.namespace, stored)
+
+    await _attempt(work, "ControllerRevision", stored["metadata"]["name"], create())
     keep = work.spec.rollback.revisions_kept
     protected = {work.revision, work.status.stable_revision or "", work.status.canary_revision or ""}
     for old in history.prunable(work.observed.revisions, keep=keep - 1, protected=protected):
-        await work.ctx.client.delete(
-            resources.CONTROLLER_REVISIONS, work.namespace, names.controller_revision(work.name, old)
+        name = names.controller_revision(work.name, old)
+        await _attempt(
+            work,
+            "ControllerRevision",
+            name,
+            work.ctx.client.delete(resources.CONTROLLER_REVISIONS, work.namespace, name),
         )
 
 
@@ -178,17 +235,13 @@ def _stored_spec(work: _Pass, rev: str) -> PlanetPipelineSpec | None:
         return None
 
 
-def _engines(work: _Pass, release: plan.Release) -> tuple[str, str]:
-    """('ready'|'building'|'failed', detail) for a release's engines."""
-    if not revision.needs_engine_build(release.spec):
-        return "ready", ""
-    key = revision.engine_key_of(release.spec)
-    state, reason = observe.job_state(work.observed.jobs.get(key[:63]))
-    if state == "complete":
-        return "ready", ""
-    if state == "failed":
-        return "failed", f"engine build {names.engine_job(key)} failed: {reason}"
-    return "building", f"building engines {key[:12]} ({names.engine_job(key)})"
+async def _engines(work: _Pass, release: plan.Release) -> tuple[str, str]:
+    """('ready'|'building'|'failed', what the build is doing); a failing build adds its causes."""
+    found = await engines.assess(
+        work.ctx.client, work.observed, release.spec, namespace=work.namespace, now=work.ctx.clock()
+    )
+    work.causes.extend(found.causes)
+    return found.state, found.detail
 
 
 async def _plan(work: _Pass, commands: machine.Commands) -> plan.Plan | None:
@@ -202,10 +255,10 @@ async def _plan(work: _Pass, commands: machine.Commands) -> plan.Plan | None:
     # First deploy (or the stable revision's record is gone): the current revision is all there is.
     if stable_rev is None or stable_spec is None:
         target = plan.Release(revision=rev, spec=work.spec)
-        state, detail = _engines(work, target)
+        state, detail = await _engines(work, target)
         await _ensure_job(work, target, state)
         if state != "ready":
-            work.building, work.build_failed = (detail, "") if state == "building" else ("", detail)
+            work.building = detail
             return None
         status.stable_revision = rev
         status.history = history.begin(status.history, revision=rev, version=work.spec.version, now=work.now)
@@ -231,11 +284,11 @@ async def _plan(work: _Pass, commands: machine.Commands) -> plan.Plan | None:
     canary = plan.Release(revision=rev, spec=work.spec)
     if status.canary_revision and status.canary_revision != rev:
         _end_canary(work, result="Superseded", reason=f"replaced by {rev}")
-    state, detail = _engines(work, canary)
+    state, detail = await _engines(work, canary)
     await _ensure_job(work, canary, state)
     if state != "ready":
         # Engines first: the stable revision keeps all traffic meanwhile.
-        work.building, work.build_failed = (detail, "") if state == "building" else ("", detail)
+        work.building = detail
         return make(stable=stable)
     return await _rollout(work, commands, make=make, stable=stable, canary=canary)
 
@@ -247,7 +300,12 @@ async def _ensure_job(work: _Pass, release: plan.Release, state: str) -> None:
             plan.single(work.name, work.namespace, release.spec, release.revision, owner=work.owner), release
         )
         live = work.observed.jobs.get(revision.engine_key_of(release.spec)[:63])
-        await apply.ensure(work.ctx.client, desired, live=dict(live) if live else None)
+        await _attempt(
+            work,
+            "Job",
+            desired["metadata"]["name"],
+            apply.ensure(work.ctx.client, desired, live=dict(live) if live else None),
+        )
 
 
 async def _rollout(
@@ -377,9 +435,20 @@ async def _apply(work: _Pass, deployed: plan.Plan) -> None:
         "ConfigMap": work.observed.configs,
     }
     for obj in desired:
-        live = live_by_kind.get(obj["kind"], {}).get(obj["metadata"]["name"])
-        await apply.ensure(work.ctx.client, obj, live=dict(live) if live else None, indexed=True)
+        name = obj["metadata"]["name"]
+        live = live_by_kind.get(obj["kind"], {}).get(name)
+        await _attempt(
+            work,
+            obj["kind"],
+            name,
+            apply.ensure(work.ctx.client, obj, live=dict(live) if live else None, indexed=True),
+        )
     wanted = {o["metadata"]["name"] for o in desired if o["kind"] == "InferenceService"}
     for name in work.observed.services:
         if name not in wanted:
-            await work.ctx.client.delete(resources.INFERENCE_SERVICES, work.namespace, name)
+            await _attempt(
+                work,
+                "InferenceService",
+                name,
+                work.ctx.client.delete(resources.INFERENCE_SERVICES, work.namespace, name),
+            )

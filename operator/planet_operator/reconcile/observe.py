@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any, Literal
 
 from planet_operator.api import resource
@@ -24,6 +24,9 @@ class Observed:
     revisions: Mapping[str, Body] = dataclasses.field(default_factory=dict)
     #: Pipeline-config ConfigMaps by name.
     configs: Mapping[str, Body] = dataclasses.field(default_factory=dict)
+    #: Pods of the namespace's build Jobs and InferenceServices by (kind, name) of what they run for,
+    #: slimmed to what explains a failure (reconcile.diagnose.slim_pod).
+    pods: Mapping[tuple[str, str], Collection[Body]] = dataclasses.field(default_factory=dict)
 
 
 def condition(body: Body | None, type: str) -> Mapping[str, Any] | None:

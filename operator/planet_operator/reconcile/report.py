@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pydantic
@@ -14,12 +14,13 @@ from planet_operator.api.spec import PlanetPipelineSpec
 from planet_operator.api.status import PlanetPipelineStatus
 from planet_operator.builders import names
 from planet_operator.kube import resources
+from planet_operator.reconcile import causes as causes_
 from planet_operator.reconcile import history, observe
 from planet_operator.reconcile.conditions import get, set_condition
 from planet_operator.reconcile.context import Context
 
 Body = Mapping[str, Any]
-_WARNING_PHASES = ("Degraded", "RolledBack", "Failed")
+_WARNING_PHASES = ("RolledBack", "Failed")
 
 
 def load_status(body: Body) -> PlanetPipelineStatus:
@@ -73,11 +74,18 @@ def summarise(
     pipeline: str,
     deployed: bool,
     building: str,
-    build_failed: str,
+    causes: Sequence[causes_.Cause] = (),
+    waiting: Mapping[str, str] | None = None,
     now: str,
     generation: int | None,
 ) -> PlanetPipelineStatus:
-    """Phase, conditions, URL and history from the children."""
+    """Phase, conditions, URL and history from the children and this pass's causes.
+
+    ``building`` describes a build in progress ("" when none runs); ``causes`` are the refused
+    writes and failing children of this pass; ``waiting`` what each starting InferenceService's
+    pods wait for. Every message says what is true now.
+    """
+    waiting = waiting or {}
     out = status.model_copy(deep=True)
     out.observed_generation = generation
     out.current_revision = revision
@@ -85,7 +93,9 @@ def summarise(
     services = {name: observed.services.get(name) for name in wanted}
     graph = observed.graphs.get(names.graph(pipeline))
     not_ready = {
-        name: observe.not_ready_reason(body) for name, body in services.items() if not observe.is_ready(body)
+        name: "; ".join(filter(None, [observe.not_ready_reason(body), waiting.get(name, "")]))
+        for name, body in services.items()
+        if not observe.is_ready(body)
     }
     serving = deployed and not not_ready
     # The graph is the pipeline's one endpoint; its URL does not move while a revision rolls out.
@@ -102,48 +112,61 @@ def summarise(
             generation=generation,
         )
 
-    # Engines.
-    if build_failed:
-        mark("EnginesReady", False, "BuildFailed", build_failed)
+    # Engines: the build's own causes (refused, failed, stuck) say more than "building".
+    builds = [c for c in causes if c.kind == "Job"]
+    if builds:
+        mark("EnginesReady", False, *causes_.summary(builds))
     elif building:
         mark("EnginesReady", False, "Building", building)
     else:
         reason = "Built" if spec.engine.backend != "torch" else "NotNeeded"
         mark("EnginesReady", True, reason)
 
-    # Readiness of what serves.
-    if serving:
+    # Readiness: whatever was refused or fails comes first; then the step the pipeline is at.
+    if causes:
+        mark("Ready", False, *causes_.summary(causes))
+    elif serving:
         mark("Ready", True, "Serving", f"revision {out.stable_revision} serving")
-        if out.stable_revision and history.last_result(out.history, out.stable_revision) == "Progressing":
-            out.history = history.finish(
-                out.history, revision=out.stable_revision, result="Promoted", reason="ready", now=now
-            )
     elif deployed:
         detail = "; ".join(f"{name}: {why}" for name, why in sorted(not_ready.items()))
         mark("Ready", False, "PredictorNotReady", detail)
     else:
-        reason = "BuildFailed" if build_failed else "EnginesBuilding"
-        mark("Ready", False, reason, build_failed or building)
+        mark("Ready", False, "EnginesBuilding" if building else "Pending", building)
+    if (
+        serving
+        and out.stable_revision
+        and history.last_result(out.history, out.stable_revision) == "Progressing"
+    ):
+        out.history = history.finish(
+            out.history, revision=out.stable_revision, result="Promoted", reason="ready", now=now
+        )
 
     # Rollout.
     if out.canary_revision and out.rollout is not None:
         paused = out.rollout.paused
         mark("RolloutProgressing", True, "Paused" if paused else "Progressing", out.rollout.message)
 
-    # Degraded: a build failed, or something that served stopped serving.
-    was_ready = status.phase in ("Ready", "Progressing", "Degraded")
-    degraded_reason = (
-        "BuildFailed"
-        if build_failed
-        else ("PredictorNotReady" if deployed and not serving and was_ready else "")
-    )
-    degraded_message = build_failed or ("; ".join(not_ready.values()) if degraded_reason else "")
-    mark("Degraded", bool(degraded_reason), degraded_reason or "AsExpected", degraded_message)
+    # Degraded: something was refused, failed, or stopped serving.
+    if causes:
+        mark("Degraded", True, *causes_.summary(causes))
+    else:
+        mark("Degraded", False, "AsExpected")
     out.history = history.trim(out.history, spec.rollback.revisions_kept)
-    out.phase = _phase(
-        out, deployed=deployed, serving=serving, building=building, degraded=bool(degraded_reason)
-    )
+    out.phase = _phase(out, deployed=deployed, serving=serving, building=building, degraded=bool(causes))
     return out
+
+
+def has_served(status: PlanetPipelineStatus) -> bool:
+    """The stable revision became ready once: not being ready now is a loss, not a start."""
+    stable = status.stable_revision
+    return bool(stable) and history.last_result(status.history, stable or "") == "Promoted"
+
+
+def reported(status: PlanetPipelineStatus) -> list[str]:
+    """The messages of the conditions that quote causes, as the persisted status has them."""
+    return [
+        c.message for c in status.conditions if c.type in ("Ready", "Degraded", "EnginesReady") and c.message
+    ]
 
 
 def _phase(
@@ -187,7 +210,8 @@ async def write(ctx: Context, body: Body, before: PlanetPipelineStatus, after: P
         {"status": patch},
         subresource="status",
     )
-    if before.phase != after.phase:
+    # Degraded is announced per cause (reconcile.notices), not again as a phase.
+    if before.phase != after.phase and after.phase != "Degraded":
         ready = get(after.conditions, "Ready")
         message = ready.message if ready is not None and ready.message else after.phase
         ctx.emit(body, "Warning" if after.phase in _WARNING_PHASES else "Normal", after.phase, message)
