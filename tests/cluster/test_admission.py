@@ -14,6 +14,7 @@ from tests.operator.test_render import MODES, plans
 from planet_harness.controlplane import ControlPlane
 from planet_operator.api import validation
 from planet_operator.builders import children
+from planet_operator.kube import quantity
 
 #: KServe 0.20's spec.canary[] needs a single-URI stable predictor and forbids autoscaling on the
 #: canary; the per-revision InferenceService design that replaces it belongs to the conformance issue.
@@ -62,5 +63,13 @@ def test_children_are_admitted(
             served = json.loads(result.stdout)
             annotation = served["metadata"]["annotations"]["serving.kserve.io/deploymentMode"]
             assert annotation.lower() == mode, annotation
+            # KServe's defaults must not leave a request above its limit: the Deployment would be refused.
+            for container in served["spec"]["predictor"]["containers"]:
+                resources = container.get("resources", {})
+                for name, request in resources.get("requests", {}).items():
+                    limit = resources.get("limits", {}).get(name)
+                    assert limit is None or quantity.parse(request) <= quantity.parse(limit), (
+                        f"{obj['metadata']['name']}: {name} request {request} > limit {limit}"
+                    )
     assert not refused, "\n".join(refused)
     assert services >= 1

@@ -145,10 +145,7 @@ def _container(
             {"name": "PLANET_REVISION", "value": release.revision},
             {"name": "PLANET_COMPONENT", "value": component},
         ],
-        "resources": {
-            "requests": dict(spec.serving.resources.requests),
-            "limits": dict(spec.serving.resources.limits),
-        },
+        "resources": _resources(spec.serving.resources),
         "readinessProbe": {
             "httpGet": {"path": f"/v2/models/{name}/ready", "port": HTTP_PORT},
             "periodSeconds": 5,
@@ -165,6 +162,21 @@ def _container(
         # written, the kubelet puts the end of the log there.
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
+
+
+def _resources(resources: api.Resources) -> dict[str, Any]:
+    """Requests and limits, with a limit for every CPU/memory request.
+
+    KServe's defaulter fills a missing limit from ``inferenceservice-config`` (1 CPU, 2Gi by default);
+    under a larger request the Deployment is then invalid and the predictor never starts. A limit
+    equal to the request keeps KServe's default out.
+    """
+    requests = dict(resources.requests)
+    limits = dict(resources.limits)
+    for name in ("cpu", "memory"):
+        if name in requests and name not in limits:
+            limits[name] = requests[name]
+    return {"requests": requests, "limits": limits}
 
 
 def _volumes(plan: Plan, release: Release, spec: api.PlanetPipelineSpec) -> list[dict[str, Any]]:
