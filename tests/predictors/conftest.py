@@ -118,15 +118,19 @@ class Server:
         return httpx.get(f"{self.url}/metrics", timeout=10).text
 
     def metric(self, name: str, **labels: str) -> float:
-        """Sum of the samples of ``name`` whose labels include ``labels``."""
-        total = 0.0
-        for line in self.metrics().splitlines():
-            if not line.startswith(name + "{") and not line.startswith(name + " "):
-                continue
-            head, _, value = line.rpartition(" ")
-            if all(f'{k}="{v}"' in head for k, v in labels.items()):
-                total += float(value)
-        return total
+        return sample(self.metrics(), name, **labels)
+
+
+def sample(text: str, name: str, **labels: str) -> float:
+    """Sum of the samples of ``name`` whose labels include ``labels``, in a /metrics page."""
+    total = 0.0
+    for line in text.splitlines():
+        if not line.startswith(name + "{") and not line.startswith(name + " "):
+            continue
+        head, _, value = line.rpartition(" ")
+        if all(f'{k}="{v}"' in head for k, v in labels.items()):
+            total += float(value)
+    return total
 
 
 def start_server(tmp: Path, preset_dir: Path, *extra: str, config: dict[str, object] | None = None) -> Server:
@@ -173,12 +177,77 @@ def start_server(tmp: Path, preset_dir: Path, *extra: str, config: dict[str, obj
     raise RuntimeError(f"server did not get ready:\n{log.read_text()[-3000:]}")
 
 
+def stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory, preset_dir: Path) -> Iterator[Server]:
     srv = start_server(tmp_path_factory.mktemp("server"), preset_dir)
     yield srv
-    srv.process.terminate()
-    try:
-        srv.process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        srv.process.kill()
+    stop(srv.process)
+
+
+class UpscaleServer:
+    def __init__(self, url: str, process: subprocess.Popen[bytes], log: Path) -> None:
+        self.url = url
+        self.process = process
+        self.log = log
+        self.predict_url = f"{url}/v1/models/upscale:predict"
+        self.infer_url = f"{url}/v2/models/upscale/infer"
+
+    def post(self, body: object) -> httpx.Response:
+        return httpx.post(self.predict_url, json=body, timeout=60)
+
+    def metric(self, name: str, **labels: str) -> float:
+        return sample(self.metrics(), name, **labels)
+
+    def metrics(self) -> str:
+        return httpx.get(f"{self.url}/metrics", timeout=10).text
+
+
+def start_upscaler(tmp: Path, preset_dir: Path, config: dict[str, Any] | None = None) -> UpscaleServer:
+    (tmp / "upscale.json").write_text(json.dumps(config or upscale_config()))
+    port = free_port()
+    log = tmp / "server.log"
+    cmd = [
+        sys.executable,
+        "-m",
+        "planet_predictors.upscaler",
+        "--model_name=upscale",
+        f"--http_port={port}",
+        f"--grpc_port={free_port()}",
+        "--enable_grpc=false",
+        "--event-loop=asyncio",
+        f"--pipeline-config={tmp / 'upscale.json'}",
+        "--backend=torch",
+        "--preset=tiny",
+        f"--preset-dir={preset_dir}",
+    ]
+    process = subprocess.Popen(
+        cmd, stdout=log.open("wb"), stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "2"}
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 180
+    while True:
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise RuntimeError(f"server did not start:\n{log.read_text()[-3000:]}")
+        try:
+            if httpx.get(f"{url}/v2/models/upscale/ready", timeout=2).status_code == 200:
+                return UpscaleServer(url, process, log)
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+
+
+@pytest.fixture(scope="session")
+def upscaler_server(tmp_path_factory: pytest.TempPathFactory, preset_dir: Path) -> Iterator[UpscaleServer]:
+    """One upscaler server per session (its HTTP tests and the fuzz suite share it)."""
+    srv = start_upscaler(tmp_path_factory.mktemp("upscale-server"), preset_dir)
+    yield srv
+    stop(srv.process)

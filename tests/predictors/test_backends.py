@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -12,6 +15,7 @@ from planet_predictors import backends
 from planet_predictors.backends.base import BackendSettings, BatchParams, Item
 from planet_predictors.presets import tiny
 from planet_predictors.sdxl.__main__ import main, parse_lora
+from planet_predictors.serving import errors
 from planet_predictors.serving.errors import BackendUnavailable
 
 PARAMS = BatchParams(width=128, height=56, steps=2, guidance=5.0)
@@ -50,6 +54,47 @@ def test_lora_is_fused_and_changes_the_output(model_dir: Path, plain: np.ndarray
 def test_every_spec_scheduler_runs(model_dir: Path, scheduler: str) -> None:
     image = render(model_dir, scheduler=scheduler)
     assert image.shape == (56, 128, 3)
+
+
+async def test_a_timed_out_request_stops_the_pipeline_within_one_step(model_dir: Path) -> None:
+    """diffusers' step callback interrupts the denoising loop once nobody waits for the batch."""
+    from prometheus_client import CollectorRegistry
+
+    from planet_predictors.serving.batcher import Batcher, LaneConfig
+    from planet_predictors.serving.metrics import Metrics
+
+    backend = backends.create(BackendSettings(model_dir=model_dir))
+    backend.load()
+    steps: list[float] = []  # one UNet forward per step (guidance > 1 batches both halves)
+    hook = backend.pipe.unet.register_forward_hook(lambda *_: steps.append(time.monotonic()))  # type: ignore[attr-defined]
+    params = BatchParams(width=512, height=224, steps=200, guidance=5.0)
+    registry = CollectorRegistry()
+    batcher: Batcher[Item, Any] = Batcher(
+        lambda batch, stop: backend.generate(params, batch, stop=stop),
+        lanes=[LaneConfig("final")],
+        metrics=Metrics(pipeline="p", revision="r", registry=registry),
+        max_wait=0,
+    )
+    try:
+        with pytest.raises(errors.RequestTimeout):
+            await batcher.submit(ITEMS[0], lane="final", key="k", time_limit=2.5)
+        timed_out = time.monotonic()
+        labels = {"pipeline": "p", "revision": "r", "component": "generate", "lane": "final"}
+        while registry.get_sample_value("planet_inflight_requests", labels):  # noqa: ASYNC110 - a gauge
+            await asyncio.sleep(0.005)
+        freed = time.monotonic() - timed_out
+    finally:
+        hook.remove()
+        await batcher.close()
+    assert len(steps) >= 2, "not even two steps in 2.5 s"
+    step = (steps[-1] - steps[0]) / (len(steps) - 1)
+    after = [t for t in steps if t > timed_out]
+    print(
+        f"device free {freed * 1000:.0f} ms ({freed / step:.2f} steps of {step * 1000:.0f} ms) after"
+        f" the timeout; {len(after)} step(s) started after it, {len(steps)} of 200 ran"
+    )
+    assert len(after) <= 1
+    assert len(steps) < 200
 
 
 def test_onnxruntime_unet_matches_torch(model_dir: Path, plain: np.ndarray, tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ import torch
 from prometheus_client import CollectorRegistry
 
 from planet_predictors.serving import errors
-from planet_predictors.serving.batcher import Batcher, LaneConfig
+from planet_predictors.serving.batcher import Batcher, LaneConfig, RunBatch, Stop
 from planet_predictors.serving.metrics import Metrics
 
 LANES = [LaneConfig("final", max_queue=8, priority=10), LaneConfig("draft", max_queue=8, priority=0)]
@@ -28,7 +28,7 @@ class FakeBackend:
         self.gate = threading.Event()
         self.gate.set()
 
-    def __call__(self, batch: Sequence[int]) -> list[int]:
+    def __call__(self, batch: Sequence[int], stop: Stop) -> list[int]:
         self.gate.wait(10)
         if len(batch) > self.oom_above:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
@@ -37,7 +37,9 @@ class FakeBackend:
         return [2 * x for x in batch]
 
 
-def make(backend: FakeBackend, **kwargs: object) -> tuple[Batcher[int, int], Metrics, CollectorRegistry]:
+def make(
+    backend: RunBatch[int, int], **kwargs: object
+) -> tuple[Batcher[int, int], Metrics, CollectorRegistry]:
     registry = CollectorRegistry()
     metrics = Metrics(pipeline="p", revision="r", registry=registry)
     options: dict[str, object] = {"max_batch_size": 8, "max_wait": 0.2, **kwargs}
@@ -136,11 +138,11 @@ async def test_gone_clients_are_dropped_before_running() -> None:
     batcher, _, registry = make(backend, max_batch_size=4, max_wait=0)
     running = asyncio.ensure_future(batcher.submit(0, lane="final", key="a"))
     await asyncio.sleep(0.05)
-    flag = {"gone": False}
-    abandoned = asyncio.ensure_future(batcher.submit(1, lane="final", key="a", gone=lambda: flag["gone"]))
+    gone = asyncio.Event()
+    abandoned = asyncio.ensure_future(batcher.submit(1, lane="final", key="a", gone=gone))
     kept = asyncio.ensure_future(batcher.submit(2, lane="final", key="a"))
     await asyncio.sleep(0.01)
-    flag["gone"] = True
+    gone.set()
     backend.gate.set()
     await running
     assert (await kept).value == 4
@@ -149,3 +151,143 @@ async def test_gone_clients_are_dropped_before_running() -> None:
     assert [sorted(c) for c in backend.calls] == [[0], [2]]
     assert sample(registry, "planet_errors_total", reason="client_gone") == 1
     await batcher.close()
+
+
+class Poisoned(FakeBackend):
+    """Fails every batch that holds ``bad`` (as a tokenizer would on a prompt it cannot encode)."""
+
+    def __init__(self, bad: int) -> None:
+        super().__init__()
+        self.bad = bad
+
+    def __call__(self, batch: Sequence[int], stop: Stop) -> list[int]:
+        if self.bad in batch:
+            raise TypeError("TextEncodeInput must be Union[TextInputSequence, ...]")
+        return super().__call__(batch, stop)
+
+
+async def test_one_bad_item_fails_alone_and_its_batch_siblings_succeed() -> None:
+    backend = Poisoned(bad=13)
+    batcher, _, registry = make(backend)
+    results = await asyncio.gather(
+        *(batcher.submit(i, lane="final", key="k") for i in (1, 2, 13, 4, 5)), return_exceptions=True
+    )
+    assert [r.value for r in results if not isinstance(r, BaseException)] == [2, 4, 8, 10]
+    failed = results[2]
+    assert isinstance(failed, errors.Internal) and failed.status == 500
+    assert sample(registry, "planet_errors_total", reason="internal") == 1  # one request, not five
+    assert sorted(x for call in backend.calls for x in call) == [1, 2, 4, 5]
+    await batcher.close()
+
+
+async def test_a_disconnect_frees_the_slot_at_once_and_a_newcomer_is_admitted() -> None:
+    backend = FakeBackend()
+    backend.gate.clear()
+    lanes = [LaneConfig("final", max_queue=1, priority=10)]
+    registry = CollectorRegistry()
+    metrics = Metrics(pipeline="p", revision="r", registry=registry)
+    batcher: Batcher[int, int] = Batcher(backend, lanes=lanes, metrics=metrics, max_batch_size=1, max_wait=0)
+    running = asyncio.ensure_future(batcher.submit(0, lane="final", key="a"))
+    await asyncio.sleep(0.05)
+    gone = asyncio.Event()
+    waiting = asyncio.ensure_future(batcher.submit(1, lane="final", key="a", gone=gone))
+    await asyncio.sleep(0.01)
+    with pytest.raises(errors.QueueFull):
+        await batcher.submit(2, lane="final", key="a")
+    gone.set()
+    started = time.monotonic()
+    with pytest.raises(errors.ClientGone):
+        await waiting
+    assert sample(registry, "planet_queue_depth", lane="final") == 0
+    assert time.monotonic() - started < 0.1
+    newcomer = asyncio.ensure_future(batcher.submit(3, lane="final", key="a"))  # admitted now
+    backend.gate.set()
+    assert (await running).value == 0 and (await newcomer).value == 6
+    assert [c[0] for c in backend.calls] == [0, 3]
+    assert sample(registry, "planet_errors_total", reason="client_gone") == 1
+    await batcher.close()
+
+
+class Stepping:
+    """A backend that denoises in steps of ``step`` seconds and polls ``stop`` after each, like diffusers."""
+
+    def __init__(self, steps: int, step: float) -> None:
+        self.steps, self.step = steps, step
+        self.started: list[float] = []
+
+    def __call__(self, batch: Sequence[int], stop: Stop) -> list[int]:
+        for i in range(self.steps):
+            self.started.append(time.monotonic())
+            time.sleep(self.step)
+            if stop():
+                raise errors.Cancelled(f"stopped after step {i + 1}")
+        return list(batch)
+
+
+async def test_a_timed_out_request_stops_using_the_device_within_one_step() -> None:
+    backend = Stepping(steps=100, step=0.05)
+    registry = CollectorRegistry()
+    metrics = Metrics(pipeline="p", revision="r", registry=registry)
+    batcher: Batcher[int, int] = Batcher(backend, lanes=LANES, metrics=metrics, max_wait=0)
+    with pytest.raises(errors.RequestTimeout):
+        await batcher.submit(1, lane="final", key="a", time_limit=0.3)
+    timed_out = time.monotonic()
+    while sample(registry, "planet_inflight_requests", lane="final") > 0:  # noqa: ASYNC110 - a gauge
+        await asyncio.sleep(0.01)
+    assert len([t for t in backend.started if t > timed_out]) <= 1
+    assert len(backend.started) < 10
+    # The device is free: the next request runs at once.
+    backend.steps = 1
+    assert (await batcher.submit(2, lane="final", key="a")).value == 2
+    await batcher.close()
+
+
+async def test_a_batch_runs_on_while_one_of_its_requests_still_waits() -> None:
+    backend = Stepping(steps=6, step=0.02)
+    batcher, _, _ = make(backend, max_wait=0.05)
+    impatient = asyncio.ensure_future(batcher.submit(1, lane="final", key="a", time_limit=0.07))
+    patient = asyncio.ensure_future(batcher.submit(2, lane="final", key="a"))
+    with pytest.raises(errors.RequestTimeout):
+        await impatient
+    assert (await patient).value == 2
+    await batcher.close()
+
+
+async def test_abort_stops_running_work_and_refuses_queued_with_503() -> None:
+    backend = Stepping(steps=1000, step=0.01)
+    batcher, _, _ = make(backend, max_batch_size=1, max_wait=0)
+    running = asyncio.ensure_future(batcher.submit(1, lane="final", key="a"))
+    await asyncio.sleep(0.05)
+    queued = asyncio.ensure_future(batcher.submit(2, lane="final", key="a"))
+    await asyncio.sleep(0.01)
+    batcher.abort()
+    for request in (running, queued):
+        with pytest.raises(errors.ShuttingDown) as info:
+            await request
+        assert info.value.status == 503
+    assert len(backend.started) < 50
+    with pytest.raises(errors.ShuttingDown):
+        await batcher.submit(3, lane="final", key="a")
+    await batcher.close()
+
+
+def test_capacity_is_the_queue_bound_and_the_shed_depth_for_lower_lanes() -> None:
+    registry = CollectorRegistry()
+    metrics = Metrics(pipeline="p", revision="r", registry=registry)
+    batcher: Batcher[int, int] = Batcher(FakeBackend(), lanes=LANES, metrics=metrics, shed_depth=3)
+    assert (batcher.capacity("final"), batcher.capacity("draft")) == (8, 3)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"max_batch_size": 0},
+        {"max_batch_size": -1},
+        {"max_wait": -1.0},
+        {"device_slots": 0},
+        {"shed_depth": 0},
+    ],
+)
+def test_settings_the_scheduler_cannot_run_with_are_refused(options: dict[str, object]) -> None:
+    with pytest.raises(ValueError, match=next(iter(options))):
+        make(FakeBackend(), **options)

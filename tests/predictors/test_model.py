@@ -9,7 +9,7 @@ from PIL import Image
 from prometheus_client import CollectorRegistry
 
 from planet_predictors import config
-from planet_predictors.backends.base import Backend, BackendSettings, BatchParams, Generated, Item
+from planet_predictors.backends.base import Backend, BackendSettings, BatchParams, Generated, Item, Stop
 from planet_predictors.sdxl.model import SDXLModel, ServeSettings
 from planet_predictors.serving.metrics import Metrics
 
@@ -25,7 +25,9 @@ class CountingBackend(Backend):
     def load(self) -> None:
         self.loads += 1
 
-    def generate(self, params: BatchParams, items: Sequence[Item]) -> list[Generated]:
+    def generate(
+        self, params: BatchParams, items: Sequence[Item], *, stop: Stop | None = None
+    ) -> list[Generated]:
         self.batches.append((params, len(items)))
         return [
             Generated(

@@ -67,3 +67,29 @@ def test_config_file_overrides_and_validation(tmp_path: object) -> None:
         config.parse(raw)
     raw["spec"] = {"model": {"base": {"uri": "/m"}}}
     assert config.parse(raw).revision == "r9"
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"instances": [{"prompt": "\ud800 planet"}]}, "instances[0].prompt"),
+        ({"instances": [{"prompt": "x", "negative_prompt": "\udfff"}]}, "instances[0].negative_prompt"),
+        ('{"instances": [{"prompt": "\\ud800"}]}', "body"),  # raw text: decoded by orjson, refused
+        ("[" * 100_000, "body"),
+    ],
+)
+def test_text_that_cannot_be_tokenized_is_refused_at_parse_time(body: object, field: str) -> None:
+    with pytest.raises(BadRequest) as info:
+        requests.parse(body, LIMITS)
+    assert info.value.field == field
+
+
+def test_v2_text_and_id_are_checked() -> None:
+    from kserve.protocol.infer_type import InferInput, InferRequest
+
+    prompt = InferInput("prompt", [1], "BYTES", data=["\ud800"])
+    with pytest.raises(BadRequest, match=r"inputs.prompt\[0\]: not valid Unicode text"):
+        requests.parse(InferRequest("sdxl", [prompt]), LIMITS)
+    good = InferInput("prompt", [1], "BYTES", data=["x"])
+    with pytest.raises(BadRequest, match="id: not valid Unicode"):
+        requests.parse(InferRequest("sdxl", [good], request_id="\udc00"), LIMITS)

@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry
 from tests.predictors.conftest import UPSCALER_URI, upscale_config
 
 from planet_predictors.presets import tiny_upscaler
+from planet_predictors.serving import errors
 from planet_predictors.upscaler import engines, tiling
 from planet_predictors.upscaler import stages as st
 from planet_predictors.upscaler.__main__ import build_model, build_parser
@@ -194,6 +195,43 @@ def test_same_seed_same_image_and_prompt_matters(model: Any) -> None:
     other = predict(model, {"instances": [{"image": image, "prompt": "teal planet", "seed": 10}]})
     assert first["predictions"][0]["image"] == again["predictions"][0]["image"]
     assert first["predictions"][0]["image"] != other["predictions"][0]["image"]
+
+
+# -- stopping abandoned work ---------------------------------------------------------------------
+
+
+def test_a_stopped_upscale_ends_before_its_next_tile(tiny_x2: engines.TorchUpscaler) -> None:
+    polls: list[int] = []
+
+    def stop() -> bool:
+        polls.append(1)
+        return len(polls) > 2  # two tiles run, then nobody waits
+
+    tiles = engines.Tiling(tile=32, overlap=8, batch=1)
+    with pytest.raises(errors.Cancelled, match="before a tile"):
+        engines.upscale(tiny_x2, [noise(168, 72)], st.Upscale(factor=2, uri="x"), tiles, stop=stop)
+    assert len(polls) == 3
+
+
+def test_a_stopped_img2img_pass_ends_at_its_next_denoising_step(model: Any) -> None:
+    assert model.chain.detail is not None
+    unet = model.chain.detail._pipe.unet
+    calls: list[int] = []
+    hook = unet.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        job = engines.Job(noise(64, 64), prompt="teal planet", seed=1)
+        with pytest.raises(errors.Cancelled, match="after denoising step 3"):
+            model.chain.run([job], (st.Img2Img(strength=1.0, steps=50),), stop=lambda: len(calls) >= 3)
+    finally:
+        hook.remove()
+    assert len(calls) == 3
+
+
+def test_cost_counts_denoising_steps_as_diffusers_runs_them() -> None:
+    assert st.Img2Img(strength=0.3, steps=30).denoising_steps == 9
+    assert st.Img2Img(strength=0.5, steps=1).denoising_steps == 1  # never none
+    chain = (st.Upscale(2, "x"), st.Resize(100, 50), st.Img2Img(strength=1.0, steps=200))
+    assert st.cost(chain, 1000) == 1000 + 100 * 50 * 200
 
 
 # -- ONNX Runtime ----------------------------------------------------------------------------

@@ -3,20 +3,16 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import json
-import os
-import subprocess
-import sys
-import time
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import numpy as np
 import pytest
 from PIL import Image
-from tests.predictors.conftest import free_port, upscale_config
+from tests.predictors.conftest import UpscaleServer
 
 
 def png_b64(width: int, height: int, *, seed: int = 0, text: dict[str, str] | None = None) -> str:
@@ -31,66 +27,27 @@ def png_b64(width: int, height: int, *, seed: int = 0, text: dict[str, str] | No
     return base64.b64encode(buffer.getvalue()).decode()
 
 
-class Server:
-    def __init__(self, url: str, process: subprocess.Popen[bytes]) -> None:
-        self.url = url
-        self.process = process
-        self.predict_url = f"{url}/v1/models/upscale:predict"
-        self.infer_url = f"{url}/v2/models/upscale/infer"
-
-    def post(self, body: object) -> httpx.Response:
-        return httpx.post(self.predict_url, json=body, timeout=60)
+Server = UpscaleServer
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    tmp = tmp_path_factory.mktemp("upscale-server")
-    (tmp / "upscale.json").write_text(json.dumps(upscale_config()))
-    port = free_port()
-    log = tmp / "server.log"
-    cmd = [
-        sys.executable,
-        "-m",
-        "planet_predictors.upscaler",
-        "--model_name=upscale",
-        f"--http_port={port}",
-        f"--grpc_port={free_port()}",
-        "--enable_grpc=false",
-        "--event-loop=asyncio",
-        f"--pipeline-config={tmp / 'upscale.json'}",
-        "--backend=torch",
-        "--preset=tiny",
-        f"--preset-dir={tmp / 'presets'}",
-    ]
-    process = subprocess.Popen(
-        cmd, stdout=log.open("wb"), stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "2"}
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    while True:
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            raise RuntimeError(f"server did not start:\n{log.read_text()[-3000:]}")
-        try:
-            if httpx.get(f"{url}/v2/models/upscale/ready", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    yield Server(url, process)
-    process.terminate()
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
+@pytest.fixture
+def server(upscaler_server: UpscaleServer) -> UpscaleServer:
+    return upscaler_server
 
 
 def test_sdxl_response_is_accepted_as_the_request(server: Server) -> None:
     # Exactly what the InferenceGraph passes on: the generate step's V1 answer.
+    forged = {
+        "planetgen:steps": "30",
+        "planetgen:seed": "7",
+        "planetgen:model_hash": "evil",
+        "planetgen:x": "1",
+    }
+    image_b64 = png_b64(168, 72, text=forged)
     sdxl_answer = {
         "predictions": [
             {
-                "image": png_b64(168, 72, text={"planetgen:steps": "30", "planetgen:seed": "7"}),
+                "image": image_b64,
                 "format": "png",
                 "width": 168,
                 "height": 72,
@@ -112,8 +69,19 @@ def test_sdxl_response_is_accepted_as_the_request(server: Server) -> None:
     image = Image.open(io.BytesIO(base64.b64decode(prediction["image"])))
     assert image.size == (420, 180)
     text: dict[str, str] = image.text  # type: ignore[attr-defined]
-    assert text["planetgen:steps"] == "30", "the generate step's provenance is carried over"
+    # Anyone can write text chunks into the input: none is carried over, the keys are ours alone.
+    assert set(text) == {
+        "planetgen:pipeline",
+        "planetgen:revision",
+        "planetgen:model_hash",
+        "planetgen:seed",
+        "planetgen:prompt_sha256",
+        "planetgen:upscale",
+        "planetgen:input_sha256",
+    }
+    assert text["planetgen:model_hash"] == "cd" * 32
     assert text["planetgen:revision"] == "r1" and "img2img" in text["planetgen:upscale"]
+    assert text["planetgen:input_sha256"] == hashlib.sha256(base64.b64decode(image_b64)).hexdigest()
 
 
 def test_two_requests_in_one_call_and_a_stage_override(server: Server) -> None:
@@ -194,6 +162,42 @@ def flat_png(width: int, height: int) -> str:
             "instances[0].stages[0].model",
             "cannot load",
         ),
+        # Per-request stages follow the spec's own rules (the CRD's CEL rules, from the same models).
+        (
+            {"instances": [{"image": flat_png(64, 32), "stages": [{"type": "resize"}]}]},
+            "instances[0].stages[0].width",
+            "a resize stage needs width and height",
+        ),
+        (
+            {"instances": [{"image": flat_png(64, 32), "stages": [{"type": "img2img"}]}]},
+            "instances[0].stages[0].strength",
+            "an img2img stage needs strength",
+        ),
+        (
+            {
+                "instances": [
+                    {"image": flat_png(64, 32), "stages": [{"type": "img2img", "strength": 0.5, "factor": 2}]}
+                ]
+            },
+            "instances[0].stages[0].type",
+            "factor and model apply to upscale stages only",
+        ),
+        # The issue's 657-byte request: 2048x2048 x 200 img2img steps, ~19 minutes of device time.
+        (
+            {
+                "instances": [
+                    {
+                        "image": flat_png(64, 32),
+                        "stages": [
+                            {"type": "resize", "width": 2048, "height": 2048},
+                            {"type": "img2img", "strength": 1.0, "steps": 200},
+                        ],
+                    }
+                ]
+            },
+            "instances[0].stages",
+            "costs 838.9M pixel-steps; lane 'final' allows",
+        ),
         ({"instances": [{"image": flat_png(64, 32), "lane": "vip"}]}, "instances[0].lane", "allowed"),
         ({"instances": [{"image": flat_png(64, 32), "colour": "red"}]}, "instances[0].colour", "unknown"),
         ({"predictions": [{"prompt": "x"}]}, "predictions[0].image", "required"),
@@ -220,3 +224,29 @@ def test_metrics_are_labelled_upscale(server: Server) -> None:
         'planet_errors_total{component="upscale",pipeline="planets",reason="bad_request",revision="r1"}'
         in text
     )
+
+
+def raw_png(width: int, height: int, *, seed: int = 0) -> bytes:
+    return base64.b64decode(png_b64(width, height, seed=seed))
+
+
+async def test_v2_binary_data_from_kserves_own_client(server: Server) -> None:
+    """The KServe SDK's binary extension: the PNG travels as raw bytes, the seed packed INT64."""
+    from kserve import InferenceRESTClient, RESTConfig
+    from kserve.protocol.infer_type import InferInput, InferRequest
+
+    image = InferInput("image", [1], "BYTES")
+    image.set_data_from_numpy(np.array([raw_png(168, 72, seed=4)], dtype=np.object_), binary_data=True)
+    seed = InferInput("seed", [1], "INT64")
+    seed.set_data_from_numpy(np.array([11], dtype=np.int64), binary_data=True)
+    prompt = InferInput("prompt", [1], "BYTES")
+    prompt.set_data_from_numpy(np.array([b"violet planet"], dtype=np.object_), binary_data=True)
+    request = InferRequest(model_name="upscale", infer_inputs=[image, seed, prompt], request_id="bin-1")
+    client = InferenceRESTClient(RESTConfig(protocol="v2", retries=0, timeout=60))
+    response = await client.infer(server.url, request, model_name="upscale")
+    outputs = {o.name: o for o in response.outputs}
+    assert response.id == "bin-1"
+    assert list(outputs["seed"].data) == [11]
+    meta = json.loads(outputs["metadata"].data[0])
+    assert (meta["width"], meta["height"]) == (420, 180) and meta["prompt"] == "violet planet"
+    assert Image.open(io.BytesIO(base64.b64decode(outputs["image"].data[0]))).size == (420, 180)

@@ -5,13 +5,16 @@ from __future__ import annotations
 import abc
 import dataclasses
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
 
-from planet_predictors.serving.errors import BackendUnavailable
+from planet_predictors.serving.errors import BackendUnavailable, Cancelled
+
+#: Polled during a batch: True once nobody waits for its results.
+Stop = Callable[[], bool]
 
 #: File in ``--engine-dir`` that lists engines (written by ``python -m planet_build``).
 MANIFEST = "manifest.json"
@@ -71,8 +74,32 @@ class Backend(abc.ABC):
         """Load weights/engines; raise :class:`BackendUnavailable` when this machine cannot run them."""
 
     @abc.abstractmethod
-    def generate(self, params: BatchParams, items: Sequence[Item]) -> list[Generated]:
-        """Make one image per item; the same seed gives the same image whatever the batch."""
+    def generate(
+        self, params: BatchParams, items: Sequence[Item], *, stop: Stop | None = None
+    ) -> list[Generated]:
+        """Make one image per item; the same seed gives the same image whatever the batch.
+
+        ``stop`` is polled before the work and after every denoising step: once it returns True,
+        raise :class:`~planet_predictors.serving.errors.Cancelled` (see :func:`check_stop`).
+        """
+
+
+def check_stop(stop: Stop | None, where: str) -> None:
+    """Raise :class:`Cancelled` if ``stop`` says nobody waits for this batch any more."""
+    if stop is not None and stop():
+        raise Cancelled(f"stopped {where}")
+
+
+def step_callback(stop: Stop | None) -> Callable[..., dict[str, Any]] | None:
+    """A diffusers ``callback_on_step_end`` that interrupts the denoising loop once ``stop()``."""
+    if stop is None:
+        return None
+
+    def on_step_end(_pipe: Any, step: int, _timestep: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+        check_stop(stop, f"after denoising step {step + 1}")
+        return kwargs
+
+    return on_step_end
 
 
 def read_manifest(engine_dir: Path | None, *, backend: str) -> dict[str, Any]:

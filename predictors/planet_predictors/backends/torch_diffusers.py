@@ -9,7 +9,16 @@ from typing import Any, cast
 
 import torch
 
-from planet_predictors.backends.base import Backend, BackendSettings, BatchParams, Generated, Item
+from planet_predictors.backends.base import (
+    Backend,
+    BackendSettings,
+    BatchParams,
+    Generated,
+    Item,
+    Stop,
+    check_stop,
+    step_callback,
+)
 from planet_predictors.serving.errors import BackendUnavailable
 
 log = logging.getLogger(__name__)
@@ -100,10 +109,13 @@ class TorchBackend(Backend):
         pipe.unload_lora_weights()
         log.info("fused %d LoRA(s) into the weights", len(names))
 
-    def generate(self, params: BatchParams, items: Sequence[Item]) -> list[Generated]:
-        """Run one batch: encode prompts, denoise, decode; returns PIL images."""
+    def generate(
+        self, params: BatchParams, items: Sequence[Item], *, stop: Stop | None = None
+    ) -> list[Generated]:
+        """Run one batch: encode prompts, denoise, decode; returns PIL images (``stop``: see base)."""
         if self.pipe is None:
             raise RuntimeError("backend not loaded")
+        check_stop(stop, "before the batch started")
         # 1. Check inputs: the pipeline view gets its own scheduler, whose state changes per call.
         pipe = type(self.pipe)(
             **{**self.pipe.components, "scheduler": self._scheduler_cls.from_config(self._scheduler_config)}
@@ -125,6 +137,7 @@ class TorchBackend(Backend):
                 guidance_scale=params.guidance,
                 generator=generators,
                 output_type="latent",
+                callback_on_step_end=step_callback(stop),
             ).images
             denoised = time.perf_counter()
             # 4. Decode latents to images

@@ -24,8 +24,14 @@ INT64 [n], ``steps`` INT32 [n], ``guidance`` FP32 [n], ``lane`` BYTES [n], ``for
 ``width``/``height`` INT32 [n], ``negative_prompt`` BYTES [n]. Outputs: ``image`` BYTES [n] (base64),
 ``seed`` INT64 [n], ``metadata`` BYTES [n] (JSON: prompt, timings, width, height, format, lane, revision).
 
-Errors: 400 ``{"error": "instances[0].prompt.color: unsupported value \"plaid\"; allowed: ...",
-"reason": "bad_request"}``; 429 with ``Retry-After`` when a lane's queue is full or drafts are shed;
-504 on timeout. PNGs carry ``planetgen:*`` tEXt provenance (pipeline, revision, model_hash, seed,
-prompt_sha256, steps).
+V2 binary data (KServe's and Triton's ``binary_data=True``) is accepted for every input; answers
+are JSON. Structured prompts sent as BYTES are JSON object strings there too.
+
+Errors, in one shape everywhere: 400 ``{"error": "instances[0].prompt.color: unsupported value
+\"plaid\"; allowed: ...", "reason": "bad_request", "field": "instances[0].prompt.color"}`` (also for
+text that is not valid Unicode, nesting over 1024 levels, and more images for a lane than its queue
+can ever hold); 429 with ``Retry-After`` when a lane's queue is full or drafts are shed; 504 on
+timeout (the work stops at the next denoising step); 503 while shutting down. See
+docs/operations.md, "Predictor HTTP API". PNGs carry ``planetgen:*`` tEXt provenance (pipeline,
+revision, model_hash, seed, prompt_sha256, steps).
 """

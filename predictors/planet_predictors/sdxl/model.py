@@ -17,7 +17,7 @@ from planet_predictors.config import PipelineConfig
 from planet_predictors.sdxl import requests
 from planet_predictors.serving import errors, protocol
 from planet_predictors.serving import model as serving
-from planet_predictors.serving.batcher import Batcher, device_executor
+from planet_predictors.serving.batcher import Batcher, Stop, device_executor
 from planet_predictors.serving.metrics import Metrics
 from planet_predictors.serving.model import ServeSettings as ServeSettings
 
@@ -79,9 +79,8 @@ class SDXLModel(kserve.Model):  # type: ignore[misc]  # kserve ships no type hin
         """Decode V1/V2 into typed requests; bad input is a 400 naming the field."""
         try:
             return requests.parse(payload, self.limits)
-        except errors.BadRequest:
-            self.metrics.count_error("bad_request")
-            raise
+        except RecursionError:
+            raise errors.BadRequest("body", "nested too deeply") from None
 
     async def predict(
         self, payload: requests.ParsedBatch, headers: dict[str, str] | None = None
@@ -93,19 +92,26 @@ class SDXLModel(kserve.Model):  # type: ignore[misc]  # kserve ships no type hin
             self._finish,
             time_limit=self.serve.timeout_seconds,
             metrics=self.metrics,
+            field=payload.field,
         )
         return protocol.respond(self.name, payload, outputs)
 
+    def stop(self) -> None:
+        """KServe's shutdown hook: running batches stop at their next step, queued ones get 503."""
+        self.ready = False
+        if self.batcher is not None:
+            self.batcher.abort()
+
     # -- generation ---------------------------------------------------------------------------
 
-    def _run_batch(self, batch: Sequence[requests.GenerateRequest]) -> list[Generated]:
+    def _run_batch(self, batch: Sequence[requests.GenerateRequest], stop: Stop) -> list[Generated]:
         """Runs in the device thread; every request of a batch has the same key."""
         first = batch[0]
         params = BatchParams(
             width=first.width, height=first.height, steps=first.steps, guidance=first.guidance
         )
         items = [Item(prompt=r.prompt, negative_prompt=r.negative_prompt, seed=r.seed) for r in batch]
-        return self.backend.generate(params, items)
+        return self.backend.generate(params, items, stop=stop)
 
     def _finish(
         self, request: requests.GenerateRequest, generated: Generated, queue_seconds: float, started: float

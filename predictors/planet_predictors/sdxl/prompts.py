@@ -6,6 +6,7 @@ import re
 from collections.abc import Mapping
 
 from planet_operator.api.spec import PromptAttribute, PromptSpec
+from planet_predictors.serving import text as texts
 from planet_predictors.serving.errors import BadRequest
 
 #: The reference "ethereal planets" prompt, used when the pipeline config defines none.
@@ -69,7 +70,7 @@ class PromptBuilder:
         raise BadRequest(field, "must be an object of attributes or a string of free text")
 
     def _free_text(self, text: str, *, field: str) -> str:
-        text = " ".join(text.split())
+        text = " ".join(texts.checked(text, field).split())
         if not text:
             raise BadRequest(field, "must not be empty")
         if len(text) > self.max_free_text_length:

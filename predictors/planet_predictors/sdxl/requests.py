@@ -7,18 +7,19 @@ Every problem raises :class:`BadRequest` naming the field and what is allowed, s
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import secrets
 from collections.abc import Mapping
 from typing import Any, TypeAlias, cast
 
+import orjson
 from kserve.protocol.infer_type import InferRequest
 
 from planet_operator.api.spec import MAX_SIZE, PlanetPipelineSpec
 from planet_predictors import imaging
 from planet_predictors.sdxl.prompts import PromptBuilder
 from planet_predictors.serving import protocol
+from planet_predictors.serving import text as texts
 from planet_predictors.serving.errors import BadRequest
 
 #: Smallest side a request may ask for: 4 latent pixels (SDXL's latent space is 1/8 of the image).
@@ -96,7 +97,7 @@ ParsedBatch: TypeAlias = protocol.ParsedBatch[GenerateRequest]
 def parse(payload: object, limits: Limits) -> ParsedBatch:
     """Decode a V1 body (``dict``) or a V2 :class:`InferRequest`."""
     if isinstance(payload, InferRequest):
-        return ParsedBatch("v2", parse_v2(payload, limits), payload.id)
+        return ParsedBatch("v2", parse_v2(payload, limits), protocol.request_id(payload), field="inputs")
     instances = protocol.load_body(payload).get("instances")
     if not isinstance(instances, list):
         raise BadRequest("instances", "required: a list of objects")
@@ -122,9 +123,7 @@ def parse_instance(item: object, field: str, limits: Limits) -> GenerateRequest:
             f"{width}x{height} is larger than this pipeline's {limits.width}x{limits.height}",
         )
     fmt = protocol.choice(item.get("format", "png"), f"{field}.format", imaging.FORMATS)
-    negative = item.get("negative_prompt", limits.negative_prompt)
-    if not isinstance(negative, str):
-        raise BadRequest(f"{field}.negative_prompt", "must be a string")
+    negative = texts.checked(item.get("negative_prompt", limits.negative_prompt), f"{field}.negative_prompt")
     if len(negative) > limits.prompts.max_free_text_length:
         raise BadRequest(
             f"{field}.negative_prompt",
@@ -164,8 +163,8 @@ def parse_v2(request: InferRequest, limits: Limits) -> list[GenerateRequest]:
         text = row["prompt"]
         if text.lstrip().startswith("{"):
             try:
-                row["prompt"] = json.loads(text)
-            except ValueError:
+                row["prompt"] = orjson.loads(text)
+            except orjson.JSONDecodeError:
                 raise BadRequest(f"inputs.prompt[{i}]", "starts with { but is not a JSON object") from None
         parsed.append(parse_instance(row, f"inputs[{i}]", limits))
     return parsed

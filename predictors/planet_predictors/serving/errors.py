@@ -1,13 +1,30 @@
-"""Errors a client can see, each with its HTTP status and its ``planet_errors_total`` reason."""
+"""Errors a client can see, each with its HTTP status and its ``planet_errors_total`` reason.
+
+Every error answer has one JSON shape, whatever produced it (this package, KServe, Starlette):
+``{"error": "<message>", "reason": "<reason>"}`` plus ``"field"`` when one field is at fault.
+"""
 
 from __future__ import annotations
 
 import math
 from http import HTTPStatus
+from typing import Any
+
+#: Reasons of ``planet_errors_total``, exported as zeros at start (see ``Metrics.prime``).
+REASONS = (
+    "bad_request",
+    "queue_full",
+    "timeout",
+    "client_gone",
+    "oom",
+    "internal",
+    "unavailable",
+    "not_found",
+)
 
 
 class PlanetError(Exception):
-    """Base of every error the server answers with a status other than 500."""
+    """Base of every error the server answers with; ``status`` 500 unless a subclass says otherwise."""
 
     status: int = HTTPStatus.INTERNAL_SERVER_ERROR
     reason: str = "internal"
@@ -16,10 +33,13 @@ class PlanetError(Exception):
         super().__init__(message)
         self.message = message
         self.headers = dict(headers or {})
+        self.field: str | None = None
+        #: Set once this error is in ``planet_errors_total`` (the batcher counts per image).
+        self.counted = False
 
     def body(self) -> dict[str, str]:
-        """The JSON body: KServe's ``{"error": ...}`` plus the machine-readable reason."""
-        return {"error": self.message, "reason": self.reason}
+        """The JSON body of every error answer (see the module docstring)."""
+        return error_body(self.message, self.reason, self.field)
 
 
 class BadRequest(PlanetError):
@@ -30,7 +50,7 @@ class BadRequest(PlanetError):
 
     def __init__(self, field: str, message: str) -> None:
         super().__init__(f"{field}: {message}" if field else message)
-        self.field = field
+        self.field = field or None
 
 
 class QueueFull(PlanetError):
@@ -65,6 +85,24 @@ class OutOfMemory(PlanetError):
     reason = "oom"
 
 
+class Internal(PlanetError):
+    """The backend failed on this request alone (its batch siblings were retried without it)."""
+
+
+class ShuttingDown(PlanetError):
+    """The server is stopping: queued and running work is dropped; retry on another replica."""
+
+    status = HTTPStatus.SERVICE_UNAVAILABLE
+    reason = "unavailable"
+
+
+class Cancelled(PlanetError):
+    """Raised inside a backend when nobody waits for its batch any more (never answered as such)."""
+
+    status = 499
+    reason = "client_gone"
+
+
 class BackendUnavailable(RuntimeError):
     """A backend cannot run here (no CUDA for TensorRT, missing engines); raised at load time."""
 
@@ -74,3 +112,42 @@ def is_out_of_memory(exc: BaseException) -> bool:
     if type(exc).__name__ == "OutOfMemoryError":
         return True
     return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
+
+def error_body(message: str, reason: str, field: str | None = None) -> dict[str, str]:
+    """``{"error", "reason"[, "field"]}`` with text that always encodes (clients' text is echoed)."""
+    body = {"error": printable(message), "reason": reason}
+    if field:
+        body["field"] = printable(field)
+    return body
+
+
+def reason_for(status: int) -> str:
+    """The reason of an error answer that carries none (KServe's and Starlette's own answers)."""
+    return {
+        400: "bad_request",
+        404: "not_found",
+        405: "bad_request",
+        413: "bad_request",
+        415: "bad_request",
+        422: "bad_request",
+        429: "queue_full",
+        499: "client_gone",
+        503: "unavailable",
+        504: "timeout",
+    }.get(status, "internal" if status >= 500 else "bad_request")
+
+
+def message_of(body: Any) -> str:
+    """The message of a foreign error body: KServe's ``error``, Starlette's ``detail``, or the text."""
+    if isinstance(body, dict):
+        for key in ("error", "detail", "message"):
+            if key in body:
+                value = body[key]
+                return value if isinstance(value, str) else str(value)
+    return str(body)
+
+
+def printable(text: str) -> str:
+    """``text`` with lone surrogates escaped, so it encodes to UTF-8 (JSON answers, log lines)."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")

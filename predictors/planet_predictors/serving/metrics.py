@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
+from planet_predictors.serving import errors
+
 STAGES = ("queue", "encode_prompt", "denoise", "decode", "encode_image", "total")
 #: Seconds; image generation spans 10 ms (encoding) to minutes (30 steps at 1536x640 on CPU).
 DURATION_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120, 300, 600)
@@ -97,5 +99,5 @@ class Metrics:
             self.inflight.labels(*self._base, lane).set(0)
             self.images.labels(*self._base, lane)
             self.duration.labels(*self._base, lane, "total")
-        for reason in ("bad_request", "queue_full", "timeout", "client_gone", "oom", "internal"):
+        for reason in errors.REASONS:
             self.errors.labels(*self._base, reason)

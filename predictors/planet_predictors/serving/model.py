@@ -7,6 +7,7 @@ passes its own ``run_batch``/``finish`` here.
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import dataclasses
 import hashlib
@@ -95,8 +96,15 @@ async def run_all(
     *,
     time_limit: float,
     metrics: Metrics,
+    field: str = "instances",
 ) -> list[dict[str, Any]]:
-    """Queue every request, wait for all, finish each in a thread; observes every request's total."""
+    """Queue every request, wait for all, finish each in a thread; observes every request's total.
+
+    ``field`` names the list of images in errors (``instances``, ``predictions``, ``inputs``).
+    """
+    if batcher is None:
+        raise errors.PlanetError("model is not loaded")
+    check_capacity(batcher, batch, field=field)
     started = time.perf_counter()
     try:
         results = await submit_all(batcher, batch, time_limit=time_limit)
@@ -113,13 +121,22 @@ async def run_all(
             metrics.observe(request.lane, "total", time.perf_counter() - started)
 
 
+def check_capacity(batcher: Batcher[Req, Out], batch: Sequence[Req], *, field: str) -> None:
+    """Refuse (400) more images for a lane than its queue can ever hold: a 429 would be retried forever."""
+    per_lane = collections.Counter(request.lane for request in batch)
+    for lane, n in per_lane.items():
+        capacity = batcher.capacity(lane)
+        if n > capacity:
+            raise errors.BadRequest(
+                field, f"{n} images for lane {lane!r}, which queues at most {capacity}; split the request"
+            )
+
+
 async def submit_all(
-    batcher: Batcher[Req, Out] | None, batch: Sequence[Req], *, time_limit: float
+    batcher: Batcher[Req, Out], batch: Sequence[Req], *, time_limit: float
 ) -> list[Result[Out]]:
     """Submit every request; the first refusal cancels the rest and is raised."""
-    if batcher is None:
-        raise errors.PlanetError("model is not loaded")
-    gone = http.client_gone.get()
+    gone = http.disconnected.get()
     tasks = [
         asyncio.ensure_future(
             batcher.submit(
@@ -128,7 +145,13 @@ async def submit_all(
         )
         for request in batch
     ]
-    done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+    try:
+        done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+    except asyncio.CancelledError:
+        # asyncio.wait leaves its tasks running: cancel them, or their slots and work outlive us.
+        for task in tasks:
+            task.cancel()
+        raise
     failed = next((t for t in tasks if t in done and t.exception() is not None), None)
     if failed is not None:
         # All or nothing: a refused image frees the slots its siblings hold.

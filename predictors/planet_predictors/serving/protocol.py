@@ -7,15 +7,19 @@ with the same :class:`BadRequest` messages, and builds the answers in both proto
 from __future__ import annotations
 
 import base64
+import binascii
 import dataclasses
 import json
 import uuid
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any, Generic, Literal, Protocol, TypeVar
 
+import orjson
 from kserve.protocol.infer_type import InferInput, InferOutput, InferRequest, InferResponse
 
+from planet_predictors.serving import binary
 from planet_predictors.serving.errors import BadRequest
+from planet_predictors.serving.text import checked
 
 Version = Literal["v1", "v2"]
 Req = TypeVar("Req")
@@ -41,19 +45,27 @@ class ParsedBatch(Generic[Req]):
     protocol: Version
     requests: list[Req]
     request_id: str | None = None
+    #: Where the images were listed (``instances``, ``predictions``, ``inputs``), for errors.
+    field: str = "instances"
 
 
 # -- parsing ----------------------------------------------------------------------------------
+
+
+#: Longest V2 request ``id`` accepted (it is echoed in the answer).
+MAX_ID_LENGTH = 256
 
 
 def load_body(payload: object) -> Mapping[str, Any]:
     """A V1 body as a mapping; raw bytes or text are decoded as JSON first."""
     if isinstance(payload, bytes | str):
         # KServe leaves bodies undecoded when content-type is not JSON (curl's default, for one).
+        # orjson, as KServe's JSON path: it refuses lone surrogates and nesting over 1024 levels,
+        # where the json module accepts the first and raises RecursionError on the second.
         try:
-            payload = json.loads(payload)
-        except ValueError:
-            raise BadRequest("body", "not valid JSON") from None
+            payload = orjson.loads(payload)
+        except orjson.JSONDecodeError as exc:
+            raise BadRequest("body", f"not valid JSON ({exc})") from None
     if not isinstance(payload, Mapping):
         raise BadRequest("body", 'must be a JSON object with "instances"')
     return payload
@@ -79,6 +91,17 @@ def check_fields(
     return item
 
 
+def request_id(request: InferRequest) -> str | None:
+    """The V2 ``id``, checked: it is echoed in the answer."""
+    value = request.id
+    if value is None:
+        return None
+    value = checked(value, "id")
+    if len(value) > MAX_ID_LENGTH:
+        raise BadRequest("id", f"{len(value)} characters; the limit is {MAX_ID_LENGTH}")
+    return value
+
+
 def choice(value: object, field: str, allowed: Collection[str]) -> str:
     """``value`` if it is one of ``allowed`` (checked as a string first: it may be unhashable)."""
     if not isinstance(value, str) or value not in allowed:
@@ -99,6 +122,8 @@ def v2_rows(
     """V2 inputs (one tensor per field, ``key`` required) ▶ one dict per row.
 
     BYTES inputs are decoded to text, except those in ``raw`` (binary payloads such as images).
+    A BYTES input with ``parameters.content_type: "base64"`` (what binary data becomes, see
+    :mod:`binary`) carries base64 of each element's bytes.
     """
     inputs: dict[str, InferInput] = {}
     for tensor in request.inputs:
@@ -111,7 +136,7 @@ def v2_rows(
     if key not in inputs:
         raise BadRequest(f"inputs.{key}", missing)
     columns = {
-        name: _column(tensor, name, text=types[name] == "BYTES" and name not in raw)
+        name: _column(tensor, name, as_text=types[name] == "BYTES" and name not in raw)
         for name, tensor in inputs.items()
     }
     n = len(columns[key])
@@ -122,7 +147,7 @@ def v2_rows(
     return [{name: column[i] for name, column in columns.items()} for i in range(n)]
 
 
-def _column(tensor: InferInput, name: str, *, text: bool) -> list[Any]:
+def _column(tensor: InferInput, name: str, *, as_text: bool) -> list[Any]:
     data = tensor.data
     values = data.tolist() if hasattr(data, "tolist") else data
     if not isinstance(values, list):
@@ -130,7 +155,10 @@ def _column(tensor: InferInput, name: str, *, text: bool) -> list[Any]:
     shape = list(tensor.shape or [])
     if len(shape) != 1 or shape[0] != len(values):
         raise BadRequest(f"inputs.{name}.shape", f"must be [{len(values)}] for {len(values)} elements")
-    if not text:
+    parameters = tensor.parameters if isinstance(tensor.parameters, Mapping) else {}
+    if tensor.datatype == "BYTES" and parameters.get("content_type") == binary.BASE64:
+        values = [_unbase64(value, f"inputs.{name}[{i}]") for i, value in enumerate(values)]
+    if not as_text:
         return values
     out: list[Any] = []
     for i, value in enumerate(values):
@@ -139,16 +167,29 @@ def _column(tensor: InferInput, name: str, *, text: bool) -> list[Any]:
                 value = value.decode()
             except UnicodeDecodeError:
                 raise BadRequest(f"inputs.{name}[{i}]", "must be UTF-8 text") from None
-        if not isinstance(value, str):
-            raise BadRequest(f"inputs.{name}[{i}]", "must be a string")
-        out.append(value)
+        out.append(checked(value, f"inputs.{name}[{i}]"))
     return out
+
+
+def _unbase64(value: object, field: str) -> bytes:
+    if not isinstance(value, str):
+        raise BadRequest(field, "must be a base64 string (content_type is base64)")
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise BadRequest(field, "not valid base64 (content_type is base64)") from None
 
 
 def show(value: object) -> str:
     """A client's value, quoted and cut short, for an error message."""
-    text = json.dumps(value, default=str) if not isinstance(value, str) else f'"{value}"'
-    return text if len(text) <= 60 else text[:57] + "..."
+    if isinstance(value, str):
+        shown = f'"{value}"'
+    else:
+        try:
+            shown = json.dumps(value, default=str)
+        except (RecursionError, ValueError, TypeError):  # nested too deep for the encoder
+            shown = type(value).__name__
+    return shown if len(shown) <= 60 else shown[:57] + "..."
 
 
 # -- answers ----------------------------------------------------------------------------------

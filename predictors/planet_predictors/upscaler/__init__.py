@@ -19,15 +19,24 @@ The SDXL predictor's answer is accepted as is (the InferenceGraph sends it as ``
                       "stages": [{"type": "upscale", "width": 3072, "height": 1280, "ms": 812.5}, ...],
                       "timings": {"queue_ms", "stages_ms", "encode_image_ms", "total_ms"}}]}
 
-A request's ``stages`` follows the spec's stage schema; its upscale stages cannot name a ``model``
-(only mounted checkpoints run) and their factor must be one the pipeline loaded.
+A request's ``stages`` follows the spec's stage schema and cross-field rules (a resize needs width
+and height, an img2img strength, only upscale stages take a factor); its upscale stages cannot name
+a ``model`` (only mounted checkpoints run) and their factor must be one the pipeline loaded. Per image
+it may cost at most what the pipeline's own chain costs on the largest input accepted, or one
+generation at the lane's steps, whichever is more (``stages.cost_limits``, in pixel-steps).
 
-V2 / Open Inference Protocol — ``POST /v2/models/NAME/infer``: ``image`` BYTES [n] (base64), optional
-``prompt`` BYTES [n], ``seed`` INT64 [n], ``lane`` BYTES [n], ``format`` BYTES [n], ``stages`` BYTES [n]
-(JSON lists). Outputs: ``image`` BYTES [n], ``seed`` INT64 [n], ``metadata`` BYTES [n] (JSON).
+Provenance: the output carries this server's ``planetgen:*`` keys only (the input's text chunks are
+dropped: anyone can write them) and ``planetgen:input_sha256``, the hash of the input file.
 
-Errors: 400 naming the field (not base64, not an image, over the pixel limit, an unknown stage type,
-empty ``instances``), 429 + ``Retry-After`` when a lane is full, 504 on timeout.
+V2 / Open Inference Protocol — ``POST /v2/models/NAME/infer``: ``image`` BYTES [n] (base64, or the file
+itself as V2 binary data), optional ``prompt`` BYTES [n], ``seed`` INT64 [n], ``lane`` BYTES [n],
+``format`` BYTES [n], ``stages`` BYTES [n] (JSON lists). Outputs: ``image`` BYTES [n], ``seed`` INT64
+[n], ``metadata`` BYTES [n] (JSON).
+
+Errors (``{"error", "reason", "field"}``, see docs/operations.md): 400 naming the field (not base64,
+not an image, over the pixel limit, a stage the spec's rules refuse, over the cost limit, empty
+``instances``), 429 + ``Retry-After`` when a lane is full, 504 on timeout (the work stops at the next
+tile or denoising step).
 
 Models. Checkpoints are mounted at ``<--upscaler-root>/<sha256(uri)[:12]>/`` (the operator's
 ``names.upscaler_dir``); the first ``.safetensors``/``.pth``/``.pt``/``.ckpt`` there is loaded. A model

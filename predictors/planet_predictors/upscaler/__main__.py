@@ -9,6 +9,7 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
+from planet_operator.api.spec import MAX_OUTPUT_SIZE, UpscaleSpec
 from planet_predictors import backends, config
 from planet_predictors.backends.base import MANIFEST, BackendSettings, read_manifest
 from planet_predictors.backends.torch_diffusers import resolve_device
@@ -50,15 +51,30 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--preset-dir", type=Path, default=tiny.default_dir(), help="where presets are written"
     )
-    parser.add_argument("--tile-size", type=int, help="tile edge in pixels; 0 = untiled (default: spec)")
-    parser.add_argument("--tile-overlap", type=int, help="default: spec.upscale.tileOverlap")
-    parser.add_argument("--tile-batch", type=int, default=4, help="tiles per forward")
+    parser.add_argument(
+        "--tile-size", type=tile_size, help="tile edge in pixels; 0 = untiled (default: spec)"
+    )
+    parser.add_argument(
+        "--tile-overlap",
+        type=cli.spec_integer(UpscaleSpec, "tile_overlap"),
+        help="default: spec.upscale.tileOverlap",
+    )
+    parser.add_argument("--tile-batch", type=cli.integer(1, 64), default=4, help="tiles per forward")
     cli.add_serving_flags(parser)
     parser.add_argument(
-        "--max-input-pixels", type=int, help="largest input image (default: 4 x the generation size)"
+        "--max-input-pixels",
+        type=cli.integer(64 * 64, MAX_OUTPUT_SIZE**2),
+        help="largest input image (default: 4 x the generation size)",
     )
     parser.add_argument("--no-warmup", action="store_true", help="mark ready without a warm-up run")
     return parser
+
+
+def tile_size(text: str) -> int:
+    """``--tile-size``: 0 (untiled) or what ``spec.upscale.tileSize`` allows."""
+    if text.strip() == "0":
+        return 0
+    return cli.spec_integer(UpscaleSpec, "tile_size")(text)
 
 
 def load_upscalers(
@@ -145,11 +161,13 @@ def build_model(args: argparse.Namespace, *, registry: CollectorRegistry | None 
     tiles = engines.Tiling(
         tile=args.tile_size if args.tile_size is not None else spec.upscale.tile_size,
         overlap=args.tile_overlap if args.tile_overlap is not None else spec.upscale.tile_overlap,
-        batch=max(1, args.tile_batch),
+        batch=args.tile_batch,
     )
     if tiles.tile > 0 and tiles.overlap * 2 >= tiles.tile:
-        raise config.ConfigError(
-            f"tile overlap {tiles.overlap} must be less than half of tile size {tiles.tile}"
+        # The spec's own rule holds for its values, so a flag broke it.
+        raise cli.FlagError(
+            f"argument --tile-overlap/--tile-size: overlap {tiles.overlap} must be less than half"
+            f" of tile size {tiles.tile}"
         )
     detail = build_detail(pipeline, args, backend) if any(isinstance(s, st.Img2Img) for s in chain) else None
     runner = engines.Chain(upscalers=load_upscalers(chain, args, backend), detail=detail, tiles=tiles)

@@ -7,7 +7,7 @@ import dataclasses
 import hashlib
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from planet_predictors.backends.base import Backend
+from planet_predictors.backends.base import Backend, Stop, check_stop, step_callback
 from planet_predictors.serving.errors import BackendUnavailable
 from planet_predictors.upscaler import stages as st
 from planet_predictors.upscaler import tiling
@@ -130,12 +130,16 @@ class DetailPass:
         self._pipe = pipeline_cls(**base.components)
         self._pipe.set_progress_bar_config(disable=True)
 
-    def run(self, jobs: Sequence[Job], stage: st.Img2Img, tiles: Tiling) -> list[tiling.U8]:
-        """Denoise every image at ``stage.strength``; tiles of all images share pipeline calls."""
+    def run(
+        self, jobs: Sequence[Job], stage: st.Img2Img, tiles: Tiling, *, stop: Stop | None = None
+    ) -> list[tiling.U8]:
+        """Denoise every image at ``stage.strength``; tiles of all images share pipeline calls.
+
+        ``stop`` is polled before every tile batch and after every denoising step.
+        """
         if self._pipe is None:
             raise RuntimeError("detail pass not loaded")
-        # img2img runs int(steps * strength) steps; never let that round down to none.
-        steps = max(stage.steps, int(np.ceil(1.0 / stage.strength)))
+        steps = stage.schedule_steps
         # Tiles must be multiples of 8 (the VAE's factor); pad images up to that, crop after.
         tile = tiles.tile - tiles.tile % 8 if tiles.tile > 0 else 0
         overlap = tiles.overlap - tiles.overlap % 8
@@ -162,10 +166,13 @@ class DetailPass:
                     guidance_scale=self.guidance,
                     generator=generators,
                     output_type="np",
+                    callback_on_step_end=step_callback(stop),
                 ).images
             return list(np.asarray(result, dtype=np.float32))
 
-        outputs = tiling.run(padded, forward, scale=1, tile=tile, overlap=overlap, batch=tiles.batch)
+        outputs = tiling.run(
+            padded, forward, scale=1, tile=tile, overlap=overlap, batch=tiles.batch, check=_checker(stop)
+        )
         return [
             np.ascontiguousarray(out[: j.pixels.shape[0], : j.pixels.shape[1]])
             for out, j in zip(outputs, jobs, strict=True)
@@ -192,8 +199,20 @@ def resize(pixels: tiling.U8, stage: st.Resize) -> tiling.U8:
     return np.asarray(image, dtype=np.uint8)
 
 
+def _checker(stop: Stop | None) -> Callable[[], None] | None:
+    """A ``tiling.run`` check that raises ``Cancelled`` once ``stop()``."""
+    if stop is None:
+        return None
+    return lambda: check_stop(stop, "before a tile")
+
+
 def upscale(
-    upscaler: Upscaler, images: Sequence[tiling.U8], stage: st.Upscale, tiles: Tiling
+    upscaler: Upscaler,
+    images: Sequence[tiling.U8],
+    stage: st.Upscale,
+    tiles: Tiling,
+    *,
+    stop: Stop | None = None,
 ) -> list[tiling.U8]:
     """Tiled upscale of several images at once; a model whose scale is not the factor is resized to it."""
     outputs = tiling.run(
@@ -203,6 +222,7 @@ def upscale(
         tile=tiles.tile,
         overlap=tiles.overlap,
         batch=tiles.batch,
+        check=_checker(stop),
     )
     if upscaler.scale == stage.factor:
         return outputs
@@ -251,22 +271,26 @@ class Chain:
         return None
 
     def run(
-        self, jobs: Sequence[Job], chain: Sequence[st.Stage]
+        self, jobs: Sequence[Job], chain: Sequence[st.Stage], *, stop: Stop | None = None
     ) -> tuple[list[tiling.U8], list[list[StageResult]]]:
-        """Every stage in order over every image; returns the images and each one's stage records."""
+        """Every stage in order over every image; returns the images and each one's stage records.
+
+        ``stop`` is polled between stages, tiles and denoising steps (raises ``Cancelled``).
+        """
         images = [j.pixels for j in jobs]
         records: list[list[StageResult]] = [[] for _ in jobs]
-        for stage in chain:
+        for i, stage in enumerate(chain):
+            check_stop(stop, f"before stage {i} ({stage.type})")
             started = time.perf_counter()
             if isinstance(stage, st.Upscale):
-                images = upscale(self.upscalers[stage.key], images, stage, self.tiles)
+                images = upscale(self.upscalers[stage.key], images, stage, self.tiles, stop=stop)
             elif isinstance(stage, st.Resize):
                 images = [resize(im, stage) for im in images]
             else:
                 if self.detail is None:
                     raise RuntimeError("img2img stage without a detail pass")
                 current = [dataclasses.replace(j, pixels=im) for j, im in zip(jobs, images, strict=True)]
-                images = self.detail.run(current, stage, self.tiles)
+                images = self.detail.run(current, stage, self.tiles, stop=stop)
             ms = (time.perf_counter() - started) * 1000
             for record, image in zip(records, images, strict=True):
                 record.append(StageResult(stage.type, image.shape[1], image.shape[0], ms))

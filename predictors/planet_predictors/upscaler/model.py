@@ -20,7 +20,7 @@ from planet_predictors import imaging
 from planet_predictors.config import PipelineConfig
 from planet_predictors.serving import errors, protocol
 from planet_predictors.serving import model as serving
-from planet_predictors.serving.batcher import Batcher, device_executor
+from planet_predictors.serving.batcher import Batcher, Stop, device_executor
 from planet_predictors.serving.metrics import Metrics
 from planet_predictors.upscaler import engines, requests
 from planet_predictors.upscaler import stages as st
@@ -80,6 +80,7 @@ class UpscalerModel(kserve.Model):  # type: ignore[misc]  # kserve ships no type
             default_model=spec.upscale.model.uri if spec.upscale and spec.upscale.model else None,
             default_steps=spec.generation.steps,
             supports=chain.supports,
+            cost_limits=st.cost_limits(spec, stages, max_input_pixels=serve.max_input_pixels),
         )
         self.batcher: Batcher[requests.UpscaleRequest, Upscaled] | None = None
         self._load_lock = threading.Lock()
@@ -127,9 +128,8 @@ class UpscalerModel(kserve.Model):  # type: ignore[misc]  # kserve ships no type
         """Decode images off the event loop; bad input is a 400 naming the field."""
         try:
             return await asyncio.to_thread(requests.parse, payload, self.limits)
-        except errors.BadRequest:
-            self.metrics.count_error("bad_request")
-            raise
+        except RecursionError:
+            raise errors.BadRequest("body", "nested too deeply") from None
 
     async def predict(
         self, payload: requests.ParsedBatch, headers: dict[str, str] | None = None
@@ -141,15 +141,22 @@ class UpscalerModel(kserve.Model):  # type: ignore[misc]  # kserve ships no type
             self._finish,
             time_limit=self.serve.timeout_seconds,
             metrics=self.metrics,
+            field=payload.field,
         )
         return protocol.respond(self.name, payload, outputs)
 
+    def stop(self) -> None:
+        """KServe's shutdown hook: running batches stop at their next tile or step, queued ones get 503."""
+        self.ready = False
+        if self.batcher is not None:
+            self.batcher.abort()
+
     # -- work ---------------------------------------------------------------------------------
 
-    def _run_batch(self, batch: Sequence[requests.UpscaleRequest]) -> list[Upscaled]:
+    def _run_batch(self, batch: Sequence[requests.UpscaleRequest], stop: Stop) -> list[Upscaled]:
         """Runs in the device thread; every request of a batch has the same chain."""
         jobs = [engines.Job(r.pixels, prompt=r.prompt, seed=r.seed) for r in batch]
-        images, records = self.chain.run(jobs, batch[0].stages)
+        images, records = self.chain.run(jobs, batch[0].stages, stop=stop)
         for request, record in zip(batch, records, strict=True):
             for stage in record:
                 self.metrics.observe(request.lane, stage.type, stage.ms / 1000)
@@ -181,10 +188,14 @@ class UpscalerModel(kserve.Model):  # type: ignore[misc]  # kserve ships no type
         )
 
     def provenance(self, request: requests.UpscaleRequest) -> dict[str, str]:
-        """The input's ``planetgen:*`` keys, then this step's (the chain is recorded too)."""
+        """This step's ``planetgen:*`` keys only: the chain and the input file's hash.
+
+        The input's own keys are not carried over (a client can write any text chunk); the
+        generate step's provenance stays verifiable in the file ``planetgen:input_sha256`` names.
+        """
         chain = [dataclasses.asdict(s) for s in request.stages]
         return {
-            **request.provenance,
             **serving.provenance(self.config, seed=request.seed, prompt=request.prompt),
             "planetgen:upscale": json.dumps(chain, separators=(",", ":")),
+            "planetgen:input_sha256": request.input_sha256,
         }

@@ -8,17 +8,19 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
+import hashlib
 import io
-import json
 import secrets
 from collections.abc import Callable, Mapping
-from typing import Any, TypeAlias, cast
+from typing import TypeAlias, cast
 
 import numpy as np
+import orjson
 import pydantic
 from kserve.protocol.infer_type import InferRequest
 from PIL import Image, UnidentifiedImageError
 
+from planet_operator.api import rules
 from planet_operator.api.spec import UpscaleStage
 from planet_predictors import imaging
 from planet_predictors.sdxl.prompts import PromptBuilder
@@ -53,7 +55,8 @@ class UpscaleRequest:
     lane: str
     format: imaging.Format
     stages: tuple[st.Stage, ...]
-    provenance: dict[str, str]
+    #: sha256 of the encoded input file: links the output to the image (and provenance) it came from.
+    input_sha256: str
 
     def batch_key(self) -> tuple[st.Stage, ...]:
         """Requests with the same chain share batches (their tiles share forwards)."""
@@ -74,6 +77,8 @@ class Limits:
     default_steps: int
     #: Why the server cannot run a stage, or None (see engines.Chain.supports).
     supports: Callable[[st.Stage], str | None] = lambda _stage: None
+    #: Lane ▶ the most pixel-steps one image may cost (``stages.cost_limits``); no entry: no limit.
+    cost_limits: Mapping[str, int] = dataclasses.field(default_factory=dict)
 
 
 #: A decoded HTTP request: its protocol (for the answer's shape) and its images.
@@ -85,7 +90,7 @@ EMPTY = "empty: send at least one image"
 def parse(payload: object, limits: Limits) -> ParsedBatch:
     """Decode a V1 body (``instances`` or an SDXL answer's ``predictions``) or a V2 request."""
     if isinstance(payload, InferRequest):
-        return ParsedBatch("v2", parse_v2(payload, limits), payload.id)
+        return ParsedBatch("v2", parse_v2(payload, limits), protocol.request_id(payload), field="inputs")
     payload = protocol.load_body(payload)
     key = "instances" if "instances" in payload else "predictions" if "predictions" in payload else None
     if key is None:
@@ -94,7 +99,8 @@ def parse(payload: object, limits: Limits) -> ParsedBatch:
     if not isinstance(items, list):
         raise BadRequest(key, "must be a list of objects")
     protocol.check_count(len(items), key, limits.max_instances, empty=EMPTY)
-    return ParsedBatch("v1", [parse_instance(item, f"{key}[{i}]", limits) for i, item in enumerate(items)])
+    requests = [parse_instance(item, f"{key}[{i}]", limits) for i, item in enumerate(items)]
+    return ParsedBatch("v1", requests, field=key)
 
 
 def parse_instance(item: object, field: str, limits: Limits) -> UpscaleRequest:
@@ -102,7 +108,7 @@ def parse_instance(item: object, field: str, limits: Limits) -> UpscaleRequest:
     item = protocol.check_fields(item, field, FIELDS, ignored=PASSTHROUGH)
     if "image" not in item:
         raise BadRequest(f"{field}.image", "required: a base64 PNG, JPEG or WebP image")
-    pixels, provenance = decode_image(item["image"], f"{field}.image", max_pixels=limits.max_input_pixels)
+    # 1. The cheap fields first: the image is decoded only for a request that can run.
     prompt = item.get("prompt", "")
     prompt = "" if prompt in ("", None) else limits.prompts.render(prompt, field=f"{field}.prompt")
     lane = protocol.choice(item.get("lane", limits.default_lane), f"{field}.lane", limits.lanes)
@@ -112,11 +118,21 @@ def parse_instance(item: object, field: str, limits: Limits) -> UpscaleRequest:
         seed = secrets.randbelow(2**32)
     elif isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
         raise BadRequest(f"{field}.seed", f"must be an integer from 0 to {MAX_SEED}")
-    chain = parse_stages(item["stages"], f"{field}.stages", limits) if "stages" in item else limits.chain
+    overridden = "stages" in item
+    chain = parse_stages(item["stages"], f"{field}.stages", limits) if overridden else limits.chain
+    # 2. The image, then what it would become and cost.
+    pixels, digest = decode_image(item["image"], f"{field}.image", max_pixels=limits.max_input_pixels)
     height, width = pixels.shape[:2]
     problem = st.too_large(chain, width, height)
     if problem is not None:
         raise BadRequest(f"{field}.image", problem)
+    cost, limit = st.cost(chain, width * height), limits.cost_limits.get(lane)
+    if limit is not None and cost > limit:
+        raise BadRequest(
+            f"{field}.stages" if overridden else f"{field}.image",
+            f"{width}x{height} through these stages costs {cost / 1e6:.1f}M pixel-steps;"
+            f" lane {lane!r} allows {limit / 1e6:.1f}M per image",
+        )
     return UpscaleRequest(
         pixels=pixels,
         prompt=prompt,
@@ -124,7 +140,7 @@ def parse_instance(item: object, field: str, limits: Limits) -> UpscaleRequest:
         lane=lane,
         format=cast(imaging.Format, fmt),
         stages=chain,
-        provenance=provenance,
+        input_sha256=digest,
     )
 
 
@@ -139,13 +155,17 @@ def parse_stages(value: object, field: str, limits: Limits) -> tuple[st.Stage, .
         if isinstance(raw, Mapping) and "model" in raw:
             raise BadRequest(f"{field}[{i}].model", "set by the pipeline; a request cannot load checkpoints")
         try:
-            parsed.append(UpscaleStage.model_validate(raw))
+            spec_stage = UpscaleStage.model_validate(raw)
         except pydantic.ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first.get("loc", ()))
             raise BadRequest(
                 f"{field}[{i}]" + (f".{where}" if where else ""), str(first.get("msg", ""))
             ) from None
+        # The spec's cross-field rules (the CRD's CEL), from the same declarations.
+        for violation in rules.check(spec_stage, f"{field}[{i}]"):
+            raise BadRequest(violation.path, violation.rule.message)
+        parsed.append(spec_stage)
     try:
         chain = st.resolve(parsed, default_model=limits.default_model, default_steps=limits.default_steps)
     except ValueError as exc:
@@ -157,8 +177,12 @@ def parse_stages(value: object, field: str, limits: Limits) -> tuple[st.Stage, .
     return chain
 
 
-def decode_image(value: object, field: str, *, max_pixels: int) -> tuple[tiling.U8, dict[str, str]]:
-    """Base64 (or raw, from V2 binary data) PNG/JPEG/WebP ▶ RGB pixels and its ``planetgen:*`` text."""
+def decode_image(value: object, field: str, *, max_pixels: int) -> tuple[tiling.U8, str]:
+    """Base64 (or raw, from V2 binary data) PNG/JPEG/WebP ▶ RGB pixels and the file's sha256.
+
+    The file's own ``planetgen:*`` text is not kept: anyone can write it, so the output's
+    provenance is this server's alone (``planetgen:input_sha256`` links back to the file).
+    """
     if isinstance(value, bytes) and value.startswith(_MAGIC):
         data = value
     elif isinstance(value, str | bytes):
@@ -181,14 +205,12 @@ def decode_image(value: object, field: str, *, max_pixels: int) -> tuple[tiling.
                 raise BadRequest(
                     field, f"{width}x{height} is {width * height} pixels; the limit is {max_pixels}"
                 )
-            chunks: dict[str, Any] = getattr(image, "text", {}) if image.format == "PNG" else {}
-            provenance = {str(k): str(v) for k, v in chunks.items() if str(k).startswith("planetgen:")}
             pixels = np.asarray(image.convert("RGB"), dtype=np.uint8)
     except BadRequest:
         raise
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
         raise BadRequest(field, "not a PNG, JPEG or WebP image") from None
-    return np.ascontiguousarray(pixels), provenance
+    return np.ascontiguousarray(pixels), hashlib.sha256(data).hexdigest()
 
 
 def parse_v2(request: InferRequest, limits: Limits) -> list[UpscaleRequest]:
@@ -206,8 +228,8 @@ def parse_v2(request: InferRequest, limits: Limits) -> list[UpscaleRequest]:
     for i, row in enumerate(rows):
         if "stages" in row:
             try:
-                row["stages"] = json.loads(row["stages"])
-            except ValueError:
+                row["stages"] = orjson.loads(row["stages"])
+            except orjson.JSONDecodeError:
                 raise BadRequest(f"inputs.stages[{i}]", "must be a JSON list of stages") from None
         parsed.append(parse_instance(row, f"inputs[{i}]", limits))
     return parsed

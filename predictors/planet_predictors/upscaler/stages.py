@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -55,6 +56,17 @@ class Img2Img:
     steps: int
     type: Literal["img2img"] = "img2img"
 
+    @property
+    def schedule_steps(self) -> int:
+        """The scheduler's step count: img2img runs ``int(steps * strength)``; never let that be 0."""
+        return max(self.steps, math.ceil(1.0 / self.strength))
+
+    @property
+    def denoising_steps(self) -> int:
+        """The denoising steps diffusers runs (``get_timesteps`` of its img2img pipeline)."""
+        steps = self.schedule_steps
+        return min(int(steps * self.strength), steps)
+
 
 Stage = Upscale | Resize | Img2Img
 
@@ -76,10 +88,12 @@ def resolve(
                 raise ValueError(f"stages[{i}]: an upscale stage needs factor and a model")
             out.append(Upscale(factor=stage.factor, uri=uri))
         elif stage.type == "resize":
-            assert stage.width is not None and stage.height is not None  # the spec's own rules
+            if stage.width is None or stage.height is None:  # the spec's rules refuse this first
+                raise ValueError(f"stages[{i}]: a resize stage needs width and height")
             out.append(Resize(width=stage.width, height=stage.height, filter=stage.filter or "lanczos"))
         else:
-            assert stage.strength is not None
+            if stage.strength is None:
+                raise ValueError(f"stages[{i}]: an img2img stage needs strength")
             out.append(Img2Img(strength=stage.strength, steps=stage.steps or default_steps))
     return tuple(out)
 
@@ -113,6 +127,38 @@ def too_large(stages: Sequence[Stage], width: int, height: int) -> str | None:
                 f" the limit is {MAX_OUTPUT_SIZE} per side"
             )
     return None
+
+
+def cost(stages: Sequence[Stage], pixels: int) -> int:
+    """Device work of one image of ``pixels`` through ``stages``, in pixel-steps.
+
+    An img2img stage costs its pixels x the denoising steps it runs, an upscale stage its input
+    pixels (one forward), a resize nothing worth counting. Tile overlap is left out: the figure
+    is for comparing requests, not for predicting seconds.
+    """
+    total = 0
+    for stage in stages:
+        if isinstance(stage, Upscale):
+            total += pixels
+            pixels *= stage.factor**2
+        elif isinstance(stage, Resize):
+            pixels = stage.width * stage.height
+        else:
+            total += pixels * stage.denoising_steps
+    return total
+
+
+def cost_limits(spec: PlanetPipelineSpec, chain: Sequence[Stage], *, max_input_pixels: int) -> dict[str, int]:
+    """Per lane, the most pixel-steps one image may cost.
+
+    That is what the pipeline's own chain costs on the largest input accepted, or one generation
+    at the lane's steps, whichever is more: the configured chain always fits, a per-request chain
+    may not ask for more.
+    """
+    generation = spec.generation
+    own = cost(chain, max_input_pixels)
+    lanes: Mapping[str, int] = {name: lane.steps for name, lane in spec.serving.lanes.items()}
+    return {name: max(own, generation.width * generation.height * steps) for name, steps in lanes.items()}
 
 
 def checkpoint(root: Path, uri: str) -> Path:

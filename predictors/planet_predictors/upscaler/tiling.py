@@ -160,17 +160,20 @@ def run(
     tile: int,
     overlap: int,
     batch: int,
+    check: Callable[[], None] | None = None,
 ) -> list[U8]:
     """Run ``forward`` over the tiles of every image, ``batch`` same-shaped tiles per call.
 
     Tiles of consecutive images share a call when their shapes match, which is how several small
-    requests fill one forward.
+    requests fill one forward. ``check`` is called before every forward; it raises to abandon the run.
     """
     grids = [make_grid(im.shape[0], im.shape[1], tile=tile, overlap=overlap) for im in images]
     canvases = [Canvas(g, scale=scale, channels=im.shape[2]) for g, im in zip(grids, images, strict=True)]
     pending: list[Tile] = []
 
     def flush() -> None:
+        if check is not None:
+            check()
         outputs = forward(pending)
         for t, out in zip(pending, outputs, strict=True):
             canvases[t.image].add(t.index, out)
