@@ -26,14 +26,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.chart import helm
+from tests.cluster import operator_pod
 
 from planet_harness.controlplane import ControlPlane
 from planet_harness.pods import PodProcess
-from planet_harness.processes import free_port
 from planet_harness.webhooks import Webhook
 
-PLANET = str(Path(sys.executable).with_name("planet"))
 KUBECTL_PLANET = str(Path(sys.executable).with_name("kubectl-planet"))
 RELEASE = NAMESPACE = "planetgen-errors"
 #: The issue's bound for a cause to reach the pipeline, and for its fix to clear it.
@@ -51,30 +49,8 @@ RESOURCES = {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"cpu": "1", "
 @pytest.fixture(scope="module")
 def operator(cluster: ControlPlane) -> Iterator[PodProcess]:
     """The chart installed by Helm as its own release (one replica), its operator running in-cluster."""
-    health, metrics = free_port(), free_port()
-    cluster.helm(
-        "install",
-        RELEASE,
-        str(helm.CHART),
-        "--namespace",
-        NAMESPACE,
-        "--create-namespace",
-        "--set=replicas=1",
-        f"--set=ports.health={health}",
-        f"--set=ports.metrics={metrics}",
-        "--set=operator.resyncSeconds=5",
-    )
-    deployment = json.loads(
-        cluster.kubectl("get", "deployment", RELEASE, "-n", NAMESPACE, "-o", "json").stdout
-    )
-    selector = ",".join(f"{k}={v}" for k, v in deployment["spec"]["selector"]["matchLabels"].items())
-    pod = _until("the ReplicaSet's pod", lambda: _items(cluster, "pods", NAMESPACE, selector), timeout=30)[0]
-    process = PodProcess(
-        cluster, pod=pod, container=pod["spec"]["containers"][0], commands={"planet": PLANET}
-    )
-    process.start()
+    process = operator_pod.install(cluster, release=RELEASE, namespace=NAMESPACE, values=["replicas=1"])
     try:
-        _until("liveness", lambda: _healthy(health), timeout=60, process=process)
         yield process
     finally:
         process.stop()
@@ -115,16 +91,6 @@ def _until(
         time.sleep(0.25)
     tail = process.process.tail(80) if process is not None and process.process is not None else ""
     raise AssertionError(f"{what} not within {timeout:.0f} s\n{tail}")
-
-
-def _healthy(port: int) -> bool:
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as response:
-            return bool(response.status == 200)
-    except OSError:
-        return False
 
 
 def _items(cluster: ControlPlane, kind: str, namespace: str, selector: str = "") -> list[dict[str, Any]]:
