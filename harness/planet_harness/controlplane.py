@@ -85,6 +85,18 @@ def kubeconfig(
     return path
 
 
+def _client_flags(config: Path) -> list[str]:
+    """What the controller manager and the scheduler share: one kubeconfig, loopback, one replica."""
+    return [
+        f"--kubeconfig={config}",
+        f"--authentication-kubeconfig={config}",
+        f"--authorization-kubeconfig={config}",
+        "--bind-address=127.0.0.1",
+        f"--secure-port={free_port()}",
+        "--leader-elect=false",
+    ]
+
+
 class KubectlError(RuntimeError):
     """kubectl exited non-zero; the message carries its stderr."""
 
@@ -166,18 +178,13 @@ class ControlPlane:
             "kube-controller-manager",
             [
                 str(components.binary("kube-controller-manager")),
-                f"--kubeconfig={kcm_config}",
-                f"--authentication-kubeconfig={kcm_config}",
-                f"--authorization-kubeconfig={kcm_config}",
-                "--bind-address=127.0.0.1",
-                f"--secure-port={free_port()}",
+                *_client_flags(kcm_config),
                 f"--service-account-private-key-file={sa.key}",
                 f"--root-ca-file={ca.pair.cert}",
                 "--use-service-account-credentials=true",
                 # Dynamic PersistentVolumes for one machine (the upstream test provisioner, /tmp/hostpath_pv).
                 "--enable-hostpath-provisioner=true",
                 f"--service-cluster-ip-range={SERVICE_CIDR}",
-                "--leader-elect=false",
                 f"--cert-dir={self.pki_dir / 'kcm'}",
             ],
         )
@@ -193,12 +200,7 @@ class ControlPlane:
             "kube-scheduler",
             [
                 str(components.binary("kube-scheduler")),
-                f"--kubeconfig={scheduler_config}",
-                f"--authentication-kubeconfig={scheduler_config}",
-                f"--authorization-kubeconfig={scheduler_config}",
-                "--bind-address=127.0.0.1",
-                f"--secure-port={free_port()}",
-                "--leader-elect=false",
+                *_client_flags(scheduler_config),
             ],
         )
         # The controller manager is up when it has published the root CA into a namespace.

@@ -16,6 +16,7 @@ import httpx
 import numpy as np
 import pytest
 from tests.predictors.conftest import CONFIG, Server, sample, start_server
+from tests.predictors.test_http import wait_until_running
 
 SMALL = {"width": 128, "height": 56}
 BLOCKER = {"prompt": "blocker", "width": 512, "height": 224, "steps": 10, "seed": 0}
@@ -39,13 +40,6 @@ def assert_error_shape(response: httpx.Response, status: int, field: str | None 
     if field is not None:
         assert body.get("field") == field, body
     return body
-
-
-def wait_until_running(server: Server, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while server.metric("planet_inflight_requests") < 1:
-        assert time.monotonic() < deadline, "blocker never started"
-        time.sleep(0.02)
 
 
 def background(server: Server, instance: dict[str, Any]) -> tuple[threading.Thread, list[httpx.Response]]:
