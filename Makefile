@@ -1,15 +1,16 @@
 # planetgen: `make demo` runs the main job, `make test` runs everything CI runs.
-# Both create .venv and install .[dev] when missing or when pyproject.toml changed.
+# Both create .venv and install .[dev] plus the harness (harness/: `planet dev up`, `planet demo`)
+# when missing or when a pyproject.toml changed.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-dev
 
 .PHONY: setup demo test lint typecheck unit e2e cluster components crds bench clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml harness/pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev]' -e ./harness
 	@touch $(STAMP)
 
 setup: $(STAMP)

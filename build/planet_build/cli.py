@@ -34,6 +34,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     job.add_argument("--revision", help="model revision (hf:// models)")
     job.add_argument(
+        "--fetched",
+        action="append",
+        default=[],
+        metavar="URI=PATH",
+        help="where a storage initializer put URI (model, LoRA or upscaler); the key still uses URI",
+    )
+    job.add_argument(
         "--preset", choices=["tiny"], help="build the tiny random-weight SDXL instead of --model"
     )
     job.add_argument("--preset-dir", type=Path, help="where presets are written (default: the predictors')")
@@ -49,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     job.add_argument("--width", type=int, default=1024, help="image width in pixels")
     job.add_argument("--height", type=int, default=1024, help="image height in pixels")
     job.add_argument("--batch-sizes", default="1", help="served batch sizes, e.g. 1,2,4")
-    job.add_argument("--cache-dir", type=Path, default=Path("/cache"), help="engine cache root")
+    job.add_argument("--cache-dir", type=Path, default=Path("/mnt/engines"), help="engine cache root")
     job.add_argument("--expect-key", help="the key the operator computed; a different one is an error")
     job.add_argument("--gpu-product", help="nvidia.com/gpu.product the engines are for (tensorrt)")
     job.add_argument(
@@ -98,6 +105,7 @@ def parse(argv: list[str] | None = None) -> tuple[req.BuildRequest, argparse.Nam
         keep_onnx=args.keep_onnx,
         lock_timeout=args.lock_timeout,
         quantized_onnx=args.quantized_onnx,
+        fetched=tuple(req.parse_fetched(value) for value in args.fetched),
     )
     req.validate(request)
     return request, args

@@ -44,7 +44,7 @@ class BuildRequest:
     width: int = 1024
     height: int = 1024
     batch_sizes: tuple[int, ...] = (1,)
-    cache_dir: Path = Path("/cache")
+    cache_dir: Path = Path("/mnt/engines")
     expect_key: str | None = None
     gpu_product: str | None = None
     upscalers: tuple[str, ...] = ()
@@ -55,6 +55,8 @@ class BuildRequest:
     lock_timeout: float = 6 * 3600.0
     #: Pre-quantized (Q/DQ) graphs for int8/fp8 TensorRT builds, ``<dir>/<component>.onnx``.
     quantized_onnx: Path | None = None
+    #: Where the Job's storage initializer put each URI's files; the URI stays the key's identity.
+    fetched: tuple[tuple[str, Path], ...] = ()
 
     @property
     def base_uri(self) -> str:
@@ -159,3 +161,11 @@ def validate(request: BuildRequest) -> None:
         raise UsageError(f"--quantized-onnx {request.quantized_onnx} is not a directory")
     if request.workspace_gib <= 0:
         raise UsageError("--workspace-gib must be positive")
+
+
+def parse_fetched(value: str) -> tuple[str, Path]:
+    """``URI=PATH`` ▶ (URI, PATH); the URI itself may hold ``=`` only before its scheme's ``://``."""
+    uri, sep, path = value.rpartition("=")
+    if not sep or not uri or not path:
+        raise UsageError(f"--fetched {value!r}: expected URI=PATH")
+    return uri, Path(path)

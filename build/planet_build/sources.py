@@ -18,7 +18,12 @@ log = logging.getLogger(__name__)
 _REMOTE = ("s3://", "gs://", "gcs://", "azure://", "https://", "http://", "oci://", "pvc://")
 
 
-def _local(uri: str) -> Path | None:
+def _local(uri: str, fetched: tuple[tuple[str, Path], ...] = ()) -> Path | None:
+    for known, path in fetched:
+        if known == uri:
+            # KServe's storage initializer copies a single-file URI into its folder, by its base name.
+            inside = path / uri.rstrip("/").rsplit("/", 1)[-1]
+            return inside if path.is_dir() and inside.is_file() else path
     if uri.startswith("file://"):
         return Path(uri.removeprefix("file://"))
     if uri.startswith(("/", "./", "../")) or ("://" not in uri and Path(uri).exists()):
@@ -65,18 +70,20 @@ def load_pipeline(request: BuildRequest) -> Any:
         options: dict[str, Any] = {}
     else:
         assert request.model is not None
-        source, options = _model_source(request.model, request.revision)
+        source, options = _model_source(request.model, request.revision, request.fetched)
     try:
         pipe = pipeline_cls.from_pretrained(source, use_safetensors=True, **options)
     except OSError as exc:
         raise UsageError(f"cannot load model {request.base_uri}: {_first_line(exc)}") from None
     pipe.set_progress_bar_config(disable=True)
-    fuse_loras(pipe, request.loras)
+    fuse_loras(pipe, request.loras, request.fetched)
     return pipe
 
 
-def _model_source(uri: str, revision: str | None) -> tuple[str, dict[str, Any]]:
-    local = _local(uri)
+def _model_source(
+    uri: str, revision: str | None, fetched: tuple[tuple[str, Path], ...] = ()
+) -> tuple[str, dict[str, Any]]:
+    local = _local(uri, fetched)
     if local is not None:
         if not (local / "model_index.json").is_file():
             raise UsageError(f"model {uri}: {local} is not a diffusers folder (no model_index.json)")
@@ -87,9 +94,9 @@ def _model_source(uri: str, revision: str | None) -> tuple[str, dict[str, Any]]:
     raise _unsupported(uri, "model")
 
 
-def lora_file(lora: Lora) -> Path:
+def lora_file(lora: Lora, fetched: tuple[tuple[str, Path], ...] = ()) -> Path:
     """A LoRA's ``.safetensors`` on disk (``hf://org/repo/file.safetensors`` from the local HF cache)."""
-    local = _local(lora.uri)
+    local = _local(lora.uri, fetched)
     if local is not None:
         if not local.is_file():
             raise UsageError(f"LoRA {lora.uri}: {local} does not exist")
@@ -110,13 +117,13 @@ def lora_file(lora: Lora) -> Path:
     raise _unsupported(lora.uri, "LoRA")
 
 
-def fuse_loras(pipe: Any, loras: tuple[Lora, ...]) -> None:
+def fuse_loras(pipe: Any, loras: tuple[Lora, ...], fetched: tuple[tuple[str, Path], ...] = ()) -> None:
     """Fuse LoRAs into the weights at their scales, then unload the adapters (engines see plain weights)."""
     if not loras:
         return
     names = []
     for i, lora in enumerate(loras):
-        path = lora_file(lora)
+        path = lora_file(lora, fetched)
         name = f"lora{i}"
         try:
             pipe.load_lora_weights(str(path), adapter_name=name)
@@ -131,7 +138,7 @@ def fuse_loras(pipe: Any, loras: tuple[Lora, ...]) -> None:
 
 def upscaler_file(request: BuildRequest, uri: str) -> Path:
     """An upscaler checkpoint on disk; with ``--preset tiny`` every remote URI stands for the tiny ESRGAN."""
-    local = _local(uri)
+    local = _local(uri, request.fetched)
     if local is not None:
         if not local.is_file():
             raise UsageError(f"upscaler {uri}: {local} does not exist")
@@ -159,9 +166,9 @@ def load_upscaler(path: Path) -> Any:
 def check_inputs(request: BuildRequest) -> None:
     """Resolve every URI before the slow work, so a typo fails in a second, not after the UNet export."""
     if request.model is not None:
-        _model_source(request.model, request.revision)
+        _model_source(request.model, request.revision, request.fetched)
     for lora in request.loras:
-        lora_file(lora)
+        lora_file(lora, request.fetched)
     for uri in request.upscalers:
         upscaler_file(request, uri)
 

@@ -250,7 +250,8 @@ class Gateway:
         url = f"http://{address[0]}:{address[1]}{request.rel_url.path_qs or '/'}"
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP}
         headers["Host"] = request.headers.get("Host", "")
-        body = await request.read()
+        # Not request.read(): its 1 MiB cap is aiohttp's, not a gateway's (images ride in JSON bodies).
+        body = await request.content.read()
         try:
             async with self.session.request(
                 request.method,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 
 from planet_harness.controlplane import ControlPlane, kubeconfig
@@ -65,9 +66,14 @@ def start_kubelet(cluster: ControlPlane, images: Images, *, node: NodeConfig | N
     process.start()
     cluster.processes.append(process)
     cluster.on_stop.append(Network(prefix=PREFIX, cidr=POD_CIDR).sweep)
+    # A restarted stack finds its Node still Ready in etcd: wait for this kubelet's bridge too.
     process.wait_until(
         lambda: (
-            cluster.kubectl(
+            NODE_IP
+            in subprocess.run(
+                ["ip", "-4", "addr", "show", f"{PREFIX}-br0"], capture_output=True, text=True
+            ).stdout
+            and cluster.kubectl(
                 "get",
                 "node",
                 node.name,

@@ -29,6 +29,15 @@ class Authority:
     def __init__(self, folder: Path, *, name: str = "planetgen-test-ca") -> None:
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
+        cert, key = folder / "ca.crt", folder / "ca.key"
+        if cert.exists() and key.exists():
+            # A restarted stack keeps its CA: kubeconfigs, webhook bundles and pods' ca.crt stay valid.
+            loaded = serialization.load_pem_private_key(key.read_bytes(), password=None)
+            assert isinstance(loaded, ec.EllipticCurvePrivateKey)
+            self._key = loaded
+            self._cert = x509.load_pem_x509_certificate(cert.read_bytes())
+            self.pair = Pair(cert=cert, key=key)
+            return
         self._key = ec.generate_private_key(ec.SECP256R1())
         subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
         now = datetime.datetime.now(datetime.UTC)
@@ -124,8 +133,10 @@ class Authority:
 
 def service_account_keys(folder: Path) -> Pair:
     """The key pair the API server signs ServiceAccount tokens with (``cert`` is the public key)."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     pair = Pair(cert=folder / "sa.pub", key=folder / "sa.key")
+    if pair.cert.exists() and pair.key.exists():
+        return pair  # tokens already issued (and stored in etcd) stay valid across restarts
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     pair.key.write_bytes(
         key.private_bytes(
             serialization.Encoding.PEM,

@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -39,6 +40,9 @@ class Process:
         self.env = dict(env or {})
         self.cwd = cwd
         self.popen: subprocess.Popen[bytes] | None = None
+        #: Set by :meth:`stop`: an exit after it is expected, not a crash to recover from.
+        self.stopping = False
+        self.restarts = 0
 
     def start(self) -> None:
         """Start in a new session, so :meth:`stop` reaches the children it spawns too."""
@@ -83,6 +87,7 @@ class Process:
 
     def stop(self, timeout: float | None = None) -> None:
         """SIGTERM the process group, then SIGKILL whatever is left."""
+        self.stopping = True
         if self.popen is None:
             return
         timeout = self.stop_timeout if timeout is None else timeout
@@ -95,3 +100,48 @@ class Process:
             os.killpg(self.popen.pid, signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.popen.wait(timeout=5)
+
+
+class Supervisor:
+    """Restarts a process that exits on its own, with a crash-loop backoff, as an init system would.
+
+    A killed controller, API server or kubelet comes back; what they keep in etcd and on disk lets
+    them carry on. ``processes`` is read on every pass, so processes started later are covered too.
+    """
+
+    def __init__(
+        self, processes: list[Process], *, say: Callable[[str], None], max_backoff: float = 30.0
+    ) -> None:
+        self.processes = processes
+        self.say = say
+        self.max_backoff = max_backoff
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="supervisor", daemon=True)
+        self._next: dict[str, float] = {}
+
+    def start(self) -> None:
+        """Watch in a background thread."""
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop watching (before the processes are stopped, so none is restarted on the way out)."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.5):
+            for process in list(self.processes):
+                if process.popen is None or process.running or process.stopping:
+                    continue
+                now = time.monotonic()
+                due = self._next.setdefault(process.name, now + min(2.0**process.restarts, self.max_backoff))
+                if now < due:
+                    continue
+                code = process.popen.poll()
+                self.say(
+                    f"{process.name} exited (code {code}); restarting it (restart {process.restarts + 1})"
+                )
+                del self._next[process.name]
+                process.restarts += 1
+                process.start()

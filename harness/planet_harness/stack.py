@@ -12,7 +12,7 @@ import contextlib
 import dataclasses
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from planet_harness import components
@@ -20,7 +20,7 @@ from planet_harness.controlplane import ControlPlane
 from planet_harness.kserve import KServe
 from planet_harness.kubelet.node import Images
 from planet_harness.node import NODE_IP, start_kubelet
-from planet_harness.processes import Process, free_port
+from planet_harness.processes import Process, Supervisor, free_port
 
 ROUTER_IMAGE = "kserve/router"
 STORAGE_INITIALIZER_IMAGE = "kserve/storage-initializer"
@@ -58,13 +58,26 @@ def images(*, model_store: Path, pod_proxy: str, extra: Images | None = None) ->
 
 
 @contextlib.contextmanager
-def running(workdir: Path, *, model_store: Path, extra: Images | None = None) -> Iterator[Stack]:
-    """Start everything; stop everything (pods, namespaces, links included) however the block ends."""
+def running(
+    workdir: Path,
+    *,
+    model_store: Path,
+    extra: Images | None = None,
+    say: Callable[[str], None] | None = None,
+) -> Iterator[Stack]:
+    """Start everything; stop everything (pods, namespaces, links included) however the block ends.
+
+    While the block runs, a :class:`Supervisor` restarts any component that exits on its own.
+    """
+    say = say or (lambda text: print(text, file=sys.stderr, flush=True))
     workdir.mkdir(parents=True, exist_ok=True)
     cluster = ControlPlane(workdir, node_ip=NODE_IP)
+    supervisor = Supervisor(cluster.processes, say=say)
     started = time.monotonic()
     try:
+        say("starting etcd, kube-apiserver, kube-controller-manager, kube-scheduler ...")
         cluster.start()
+        say("starting the kubelet, the gateway and KServe ...")
         port = free_port()
         pod_proxy = f"http://{NODE_IP}:{port}"
         start_kubelet(cluster, images(model_store=model_store, pod_proxy=pod_proxy, extra=extra))
@@ -83,10 +96,11 @@ def running(workdir: Path, *, model_store: Path, extra: Images | None = None) ->
         gateway.start()
         cluster.processes.append(gateway)
         KServe(cluster).install()
-        print(
-            f"stack up in {time.monotonic() - started:.1f} s; kubeconfig {cluster.kubeconfig}",
-            file=sys.stderr,
-        )
+        supervisor.start()
+        say(f"stack up in {time.monotonic() - started:.1f} s; kubeconfig {cluster.kubeconfig}")
         yield Stack(cluster=cluster, proxy=f"http://127.0.0.1:{port}", pod_proxy=pod_proxy)
     finally:
+        # First stop restarting, then stop: a component that exits because another went away is
+        # shutting down, not crashing.
+        supervisor.stop()
         cluster.stop()

@@ -117,3 +117,25 @@ def test_tensorrt_without_cuda_is_a_clear_error(tmp_path: Path, capsys: pytest.C
     assert code == 2
     assert "TensorRT needs CUDA; use --backend onnxruntime" in capsys.readouterr().err
     assert not any(tmp_path.iterdir()), "nothing is written before the check"
+
+
+def test_fetched_uris_resolve_to_where_the_initializer_put_them(tmp_path: Path) -> None:
+    from planet_build import sources
+
+    model = tmp_path / "0"
+    model.mkdir()
+    (model / "model_index.json").write_text("{}")
+    upscalers = tmp_path / "1"
+    upscalers.mkdir()
+    (upscalers / "x2.pth").write_bytes(b"weights")
+    parsed, _ = cli.parse(
+        [
+            "--model", "hf://org/sdxl", "--upscaler", "s3://bucket/up/x2.pth", "--cache-dir", str(tmp_path),
+            "--fetched", f"hf://org/sdxl={model}", "--fetched", f"s3://bucket/up/x2.pth={upscalers}",
+        ]
+    )  # fmt: skip
+    # A folder URI is the folder; a file URI is its base name inside the folder (KServe's layout).
+    assert sources.check_inputs(parsed) is None
+    assert sources.upscaler_file(parsed, "s3://bucket/up/x2.pth") == upscalers / "x2.pth"
+    with pytest.raises(UsageError, match="expected URI=PATH"):
+        cli.parse(["--model", "hf://org/sdxl", "--fetched", "no-equals-sign"])

@@ -76,7 +76,7 @@ def test_create_update_delete(
             lambda: phase(api, "alpha") == "Ready" and get_pipeline(api, "alpha")["status"],
             log=operator,
         )
-        assert status["url"] == "http://alpha.default.example.com"
+        assert status["url"] == "http://alpha.default.svc.cluster.local"  # Standard mode: the graph's Service
         first = status["currentRevision"]
         assert status["stableRevision"] == first
         assert [h["result"] for h in status["history"]] == ["Promoted"]

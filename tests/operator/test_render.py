@@ -135,7 +135,31 @@ def test_graph_feeds_generate_into_upscale() -> None:
     steps = graph["spec"]["nodes"]["root"]["steps"]
     assert [s["serviceName"] for s in steps] == ["ethereal-planets-generate", "ethereal-planets-upscale"]
     assert steps[1]["data"] == "$response"
+    # A failing step's error goes back to the client, not to the next step as data (KServe's Soft).
+    assert [s["dependency"] for s in steps] == ["Hard", "Hard"]
+    assert graph["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Standard"
     assert graph["spec"]["timeout"] > 300
+
+
+def test_build_job_fetches_remote_weights_with_the_storage_initializer() -> None:
+    _, pipeline = next(p for p in pipelines() if p[0] == "ethereal-planets.yaml")
+    job = next(o for o in children.build_all(plans(pipeline, "standard")[0]) if o["kind"] == "Job")
+    pod = job["spec"]["template"]["spec"]
+    [init] = pod["initContainers"]
+    assert init["image"].startswith("kserve/storage-initializer:")
+    # KServe's argument shape: SRC DEST pairs, one folder per URI (model, fused LoRA, upscaler).
+    sources, folders = init["args"][::2], init["args"][1::2]
+    assert sources == [
+        "hf://stabilityai/stable-diffusion-xl-base-1.0",
+        "s3://planetgen-models/loras/ethereal-planets-v3.safetensors",
+        "s3://planetgen-models/upscalers/realesrgan-x2plus.pth",
+    ]
+    args = pod["containers"][0]["args"]
+    fetched = [args[i + 1] for i, a in enumerate(args) if a == "--fetched"]
+    assert fetched == [f"{uri}={folder}" for uri, folder in zip(sources, folders, strict=True)]
+    # The builder still names the model by its URI: that is what the engine key is made of.
+    assert args[args.index("--model") + 1] == sources[0]
+    assert args[args.index("--cache-dir") + 1] == "/mnt/engines"
 
 
 def test_predictor_reads_its_revision_config() -> None:

@@ -50,6 +50,20 @@ def test_lora_is_fused_and_changes_the_output(model_dir: Path, plain: np.ndarray
     assert 0 < np.abs(half - plain).mean() < np.abs(fused - plain).mean()
 
 
+def test_a_lora_folder_is_what_the_storage_initializer_filled(tmp_path: Path) -> None:
+    from planet_predictors.backends.torch_diffusers import lora_file
+    from planet_predictors.serving.errors import BackendUnavailable
+
+    folder = tmp_path / "loras" / "style"
+    lora = tiny.write_lora(folder / "ethereal-planets-v3.safetensors")
+    assert lora_file(folder) == lora == lora_file(lora)
+    with pytest.raises(BackendUnavailable, match="does not exist"):
+        lora_file(tmp_path / "missing")
+    tiny.write_lora(folder / "second.safetensors")
+    with pytest.raises(BackendUnavailable, match="2 .safetensors files"):
+        lora_file(folder)
+
+
 @pytest.mark.parametrize("scheduler", ["euler-ancestral", "dpmpp-2m", "ddim", "unipc", "lcm"])
 def test_every_spec_scheduler_runs(model_dir: Path, scheduler: str) -> None:
     image = render(model_dir, scheduler=scheduler)

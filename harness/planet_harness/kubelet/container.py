@@ -38,7 +38,14 @@ def mount_script(mounts: list[tuple[Path, str, bool]], scratch: Path) -> list[st
     """Shell lines that make ``(source, target, read_only)`` mounts inside a private mount namespace."""
     lines = ["set -e", "mount --make-rprivate /"]
     overlaid: set[str] = set()
-    for source, target, read_only in mounts:
+    binds: list[str] = []
+
+    def hides(target: str) -> bool:
+        # A mount over /tmp (say) would hide the sources and the scratch folder beneath it.
+        return any(Path(target) in (p, *p.parents) for p in [scratch, *(m[0] for m in mounts)])
+
+    # Overlays first and mounts that hide the kubelet's own folders last, so every source stays visible.
+    for _source, target, _read_only in sorted(mounts, key=lambda m: hides(m[1])):
         parent = Path(target)
         while not parent.exists():
             parent = parent.parent
@@ -54,12 +61,16 @@ def mount_script(mounts: list[tuple[Path, str, bool]], scratch: Path) -> list[st
                 + f" {shlex.quote(str(parent))}"
             )
             overlaid.add(str(parent))
+    # Like runc: parents before children (KServe mounts its emptyDir at /mnt and others under it),
+    # and read-only last, so a mount point can still be made inside a parent mounted read-only.
+    read_only_last: list[str] = []
+    for source, target, read_only in sorted(mounts, key=lambda m: (hides(m[1]), len(Path(m[1]).parts))):
         quoted = shlex.quote(target)
-        lines.append(f"mkdir -p {quoted}" if source.is_dir() else f"touch {quoted}")
-        lines.append(f"mount --bind {shlex.quote(str(source))} {quoted}")
+        binds.append(f"mkdir -p {quoted}" if source.is_dir() else f"touch {quoted}")
+        binds.append(f"mount --bind {shlex.quote(str(source))} {quoted}")
         if read_only:
-            lines.append(f"mount -o remount,bind,ro {quoted}")
-    return lines
+            read_only_last.append(f"mount -o remount,bind,ro {quoted}")
+    return lines + binds + read_only_last
 
 
 class Container:

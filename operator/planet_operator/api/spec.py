@@ -279,6 +279,11 @@ class Images(RuledModel):
     predictor: str = "ghcr.io/planetgen/predictor:0.1.0"
     upscaler: str = "ghcr.io/planetgen/predictor:0.1.0"
     builder: str = "ghcr.io/planetgen/builder:0.1.0"
+    storage_initializer: str = pydantic.Field(
+        default="kserve/storage-initializer:v0.20.0",
+        description="Fetches the build Job's weights (hf://, s3://, gs://, pvc://) as KServe fetches the"
+        " predictors'; use the image your KServe's inferenceservice-config names.",
+    )
 
 
 def _default_requests() -> dict[str, int | str]:

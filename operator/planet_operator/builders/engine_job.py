@@ -6,19 +6,30 @@ from typing import Any
 
 from planet_build import errors
 from planet_operator.api import resource
+from planet_operator.api import spec as api
 from planet_operator.builders import meta, names
 from planet_operator.builders.plan import Plan, Release
 from planet_operator.builders.revision import engine_key_of, upscaler_uris
 
-CACHE_DIR = "/cache"
+#: The cache PVC, at the path the predictors mount it (read-only) too.
+CACHE_DIR = "/mnt/engines"
+#: The weights, fetched by the storage initializer into an emptyDir (the builder never downloads).
+FETCH_DIR = "/mnt/fetched"
 CONTAINER = "build"
 #: The kubelet copies the end of the log into the termination message when the builder wrote none,
 #: so the pod's status (and the pipeline's condition) says why it failed.
 TERMINATION_MESSAGE_POLICY = "FallbackToLogsOnError"
 
 
+def _remote_uris(spec: api.PlanetPipelineSpec) -> list[str]:
+    """The base model, fused LoRAs and upscalers that live behind a scheme (not on the node)."""
+    uris = [spec.model.base.uri, *(lora.uri for lora in spec.model.loras if lora.fuse)]
+    uris += upscaler_uris(spec)
+    return [uri for uri in dict.fromkeys(uris) if "://" in uri and not uri.startswith("file://")]
+
+
 def engine_job(plan: Plan, release: Release) -> dict[str, Any]:
-    """A Job that builds (or finds) the engines for ``release`` under ``/cache/<key>``."""
+    """A Job that builds (or finds) the engines for ``release`` under ``/mnt/engines/<key>``."""
     spec = release.spec
     key = engine_key_of(spec)
     args = [
@@ -48,6 +59,12 @@ def engine_job(plan: Plan, release: Release) -> dict[str, Any]:
         args += ["--gpu-product", spec.engine.gpu_product]
     for uri in upscaler_uris(spec):
         args += ["--upscaler", uri]
+    # Each remote URI is fetched into its own folder; the builder keys on the URI, reads the folder.
+    fetch: list[str] = []
+    for index, uri in enumerate(_remote_uris(spec)):
+        folder = f"{FETCH_DIR}/{index}"
+        fetch += [uri, folder]
+        args += ["--fetched", f"{uri}={folder}"]
     job_meta = meta.object_meta(plan, name=names.engine_job(key), release=release, component="engine-build")
     job_meta["labels"][resource.LABEL_ENGINE_KEY] = key[:63]
     pod: dict[str, Any] = {
@@ -59,12 +76,29 @@ def engine_job(plan: Plan, release: Release) -> dict[str, Any]:
                 "command": ["python", "-m", "planet_build"],
                 "args": args,
                 "resources": {"limits": {"nvidia.com/gpu": 1}} if spec.engine.backend == "tensorrt" else {},
-                "volumeMounts": [{"name": "cache", "mountPath": CACHE_DIR}],
+                "volumeMounts": [
+                    {"name": "cache", "mountPath": CACHE_DIR},
+                    {"name": "fetched", "mountPath": FETCH_DIR, "readOnly": True},
+                ],
                 "terminationMessagePolicy": TERMINATION_MESSAGE_POLICY,
             }
         ],
-        "volumes": [{"name": "cache", "persistentVolumeClaim": {"claimName": spec.engine.cache_claim}}],
+        "volumes": [
+            {"name": "cache", "persistentVolumeClaim": {"claimName": spec.engine.cache_claim}},
+            {"name": "fetched", "emptyDir": {}},
+        ],
     }
+    if fetch:
+        # The same image and argument shape (SRC DEST pairs) as KServe's injected initializer.
+        pod["initContainers"] = [
+            {
+                "name": "storage-initializer",
+                "image": spec.serving.images.storage_initializer,
+                "args": fetch,
+                "volumeMounts": [{"name": "fetched", "mountPath": FETCH_DIR}],
+                "terminationMessagePolicy": TERMINATION_MESSAGE_POLICY,
+            }
+        ]
     if spec.engine.backend == "tensorrt" and spec.engine.gpu_product:
         # TensorRT plans only run on the GPU they were built for: build on that product.
         pod["nodeSelector"] = {"nvidia.com/gpu.product": spec.engine.gpu_product}

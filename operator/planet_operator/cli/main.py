@@ -1,4 +1,4 @@
-"""planet: render pipelines, print CRDs, run the operator, the local stack and the demo."""
+"""planet: render pipelines, print CRDs, run the operator (plus the dev stack and demo, when installed)."""
 
 from __future__ import annotations
 
@@ -6,11 +6,15 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from importlib import metadata
 
 from planet_operator.cli import errors
 
 #: Each subcommand is a module of this package with ``add_parser(sub)``.
-SUBCOMMANDS = ("render", "crds", "docs", "operator", "dev", "demo")
+SUBCOMMANDS = ("render", "crds", "docs", "operator")
+#: More subcommands from installed distributions: ``name = "module:add_parser"`` entry points.
+#: The dev harness adds ``dev`` and ``demo`` this way; the operator image ships without them.
+PLUGINS = "planetgen.cli"
 EXIT_USAGE = 2
 
 
@@ -20,6 +24,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     for name in SUBCOMMANDS:
         importlib.import_module(f"planet_operator.cli.{name}").add_parser(sub)
+    for plugin in sorted(metadata.entry_points(group=PLUGINS), key=lambda e: e.name):
+        try:
+            register = plugin.load()
+        except ImportError as exc:  # a half-installed plugin must not take the product's commands down
+            print(f"warning: planet {plugin.name} unavailable ({plugin.value}: {exc})", file=sys.stderr)
+            continue
+        register(sub)
     return parser
 
 

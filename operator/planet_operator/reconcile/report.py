@@ -65,6 +65,20 @@ def rollout_ended(status: PlanetPipelineStatus, *, result: str, reason: str, now
     )
 
 
+def graph_url(graph: observe.Body | None, *, standard: bool) -> str | None:
+    """Where clients reach the graph.
+
+    In Standard mode KServe 0.20 gives an InferenceGraph a Service but no HTTPRoute, so its
+    ``status.url`` (``http://NAME-NS.<domain>``) leads nowhere; its Service does, from inside the
+    cluster or through a gateway that routes Services. Knative mode's URL is routed by Knative.
+    """
+    url = observe.url(graph)
+    if not standard or not url or graph is None:
+        return url
+    meta = graph.get("metadata") or {}
+    return f"http://{meta.get('name')}.{meta.get('namespace')}.svc.cluster.local"
+
+
 def summarise(
     status: PlanetPipelineStatus,
     *,
@@ -97,9 +111,12 @@ def summarise(
         for name, body in services.items()
         if not observe.is_ready(body)
     }
+    if deployed and not not_ready and not observe.is_ready(graph):
+        # Clients call the graph: the pipeline serves when KServe's router does, not before.
+        not_ready[names.graph(pipeline)] = observe.not_ready_reason(graph) or "router not ready"
     serving = deployed and not not_ready
     # The graph is the pipeline's one endpoint; its URL does not move while a revision rolls out.
-    out.url = observe.url(graph) or out.url
+    out.url = graph_url(graph, standard=spec.serving.deployment_mode == "standard") or out.url
 
     def mark(kind: str, value: bool | None, reason: str, message: str = "") -> None:
         out.conditions = set_condition(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, cast
 
 import torch
@@ -94,12 +95,12 @@ class TorchBackend(Backend):
         """Hook for subclasses that replace the UNet with an engine."""
 
     def _fuse_loras(self, pipe: Any) -> None:
+        """Fuse every ``--lora`` into the weights (a file, or the folder a storage initializer filled)."""
         if not self.settings.loras:
             return
         names = []
-        for i, (path, _scale) in enumerate(self.settings.loras):
-            if not path.is_file():
-                raise BackendUnavailable(f"LoRA file {path} does not exist")
+        for i, (given, _scale) in enumerate(self.settings.loras):
+            path = lora_file(given)
             name = f"lora{i}"
             pipe.load_lora_weights(str(path), adapter_name=name)
             names.append(name)
@@ -188,3 +189,18 @@ class TorchBackend(Backend):
             latents = latents / vae.config.scaling_factor
         image = vae.decode(latents, return_dict=False)[0]
         return cast(list[Any], pipe.image_processor.postprocess(image, output_type="pil"))
+
+
+def lora_file(path: Path) -> Path:
+    """The ``.safetensors`` at ``path``: the file itself, or the only one in the folder.
+
+    KServe's storage initializer copies a single-file URI *into* its mount folder, so the predictor
+    is handed the folder (``/mnt/loras/NAME``) and finds the file there.
+    """
+    if path.is_file():
+        return path
+    found = sorted(path.glob("*.safetensors")) if path.is_dir() else []
+    if len(found) != 1:
+        what = "does not exist" if not path.exists() else f"holds {len(found)} .safetensors files, not one"
+        raise BackendUnavailable(f"LoRA {path} {what}")
+    return found[0]

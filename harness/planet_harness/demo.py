@@ -1,0 +1,253 @@
+"""``planet demo`` (``make demo``): the reference pipeline end to end on the real stack.
+
+``planet dev up``'s stack (real control plane, KServe, the operator installed by its chart as a pod),
+then what a user does: ``kubectl apply`` the reference pipeline, wait for Ready, send structured
+prompts through ``status.url`` by way of ``PLANET_PROXY`` (generate ▶ KServe's router ▶ upscale
+chain), write the images to ``out/``, then a canary, a promotion and a rollback with ``kubectl planet``.
+
+This machine has no GPU: the demo applies the reference manifest with ``spec.engine`` set to ONNX
+Runtime on the CPU (printed as it does so), and the build Job compiles those engines for real.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import copy
+import dataclasses
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from planet_harness import devstack
+from planet_harness.cli import Stopped, build_components, say, stop_on_signals
+from planet_harness.controlplane import ControlPlane
+
+#: Structured prompts: color ▶ atmosphere ▶ moons ▶ sky, as the reference workload writes them.
+PROMPTS: tuple[dict[str, str], ...] = (
+    {"color": "deep blue", "atmosphere": "frosted cloudy zones", "moons": "no moons",
+     "sky": "distant stars dark sky"},
+    {"color": "crimson", "atmosphere": "glowing magma cracks", "moons": "two moons",
+     "sky": "colorful nebula"},
+    {"color": "emerald", "atmosphere": "auroral rings", "moons": "one small moon", "sky": "binary sunrise"},
+    {"color": "pale gold", "atmosphere": "swirling storm bands", "moons": "a shattered moon ring",
+     "sky": "galactic core glow"},
+)  # fmt: skip
+#: What a CPU node can compile: the same build Job and predictors, ONNX Runtime instead of TensorRT.
+CPU_ENGINE = {"backend": "onnxruntime", "precision": "fp32", "batchSizes": [1]}
+
+
+@dataclasses.dataclass(kw_only=True)
+class Options:
+    """What the demo does."""
+
+    manifest: Path = Path("examples/ethereal-planets.yaml")
+    out: Path = Path("out")
+    requests: int = 3
+    steps: int = 4
+    timeout: float = 900.0
+    rollout: bool = True
+    state_dir: Path = Path(".planet/demo")
+
+
+def add_parser(sub: Any) -> None:
+    """Register ``demo``."""
+    parser = sub.add_parser("demo", help="the real stack, the reference pipeline, planets in out/")
+    parser.add_argument("-f", "--filename", type=Path, default=Path("examples/ethereal-planets.yaml"))
+    parser.add_argument("--out", type=Path, default=Path("out"), help="where images are written")
+    parser.add_argument("--requests", type=int, default=3, help="how many planets to make")
+    parser.add_argument("--steps", type=int, default=4, help="denoising steps per image (tiny model, CPU)")
+    parser.add_argument("--state-dir", type=Path, default=Path(".planet/demo"))
+    parser.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for each phase")
+    parser.add_argument("--no-rollout", action="store_true", help="skip the canary / promote / rollback")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the demo; 0 when every request made images (and the rollout went as planned)."""
+    from planet_operator.cli import errors
+
+    if not args.filename.exists():
+        raise errors.UsageError(f"{args.filename}: no such file")
+    if args.requests < 1 or args.steps < 1:
+        raise errors.UsageError("--requests and --steps must be >= 1")
+    options = Options(
+        manifest=args.filename,
+        out=args.out,
+        requests=args.requests,
+        steps=args.steps,
+        timeout=args.timeout,
+        rollout=not args.no_rollout,
+        state_dir=args.state_dir,
+    )
+    with stop_on_signals():
+        try:
+            build_components()
+            with devstack.up(devstack.Options(state_dir=options.state_dir), say=say) as dev:
+                return Demo(dev, options).run()
+        except Stopped as why:
+            say(f"{why}: stopped everything")
+            return 130
+        except (RuntimeError, TimeoutError) as exc:
+            say(f"error: {exc}")
+            return 1
+
+
+class Demo:
+    """The user's steps, against a running dev stack."""
+
+    def __init__(self, dev: devstack.DevStack, options: Options) -> None:
+        self.dev = dev
+        self.cluster: ControlPlane = dev.cluster
+        self.options = options
+        self.opener = urllib.request.build_opener(urllib.request.ProxyHandler({"http": dev.stack.proxy}))
+
+    def run(self) -> int:
+        """Apply ▶ Ready ▶ requests ▶ rollout; 0 when all went well."""
+        started = time.monotonic()
+        name, namespace = self.apply()
+        status = self.wait(name, namespace, lambda s: s.get("phase") == "Ready" and s.get("url"), "Ready")
+        url = str(status["url"])
+        say(f"Ready in {time.monotonic() - started:.0f} s at {url}")
+        made = self.requests(url, name, namespace)
+        rolled = self.rollout(name, namespace) if self.options.rollout else True
+        say(f"images in {self.options.out.resolve()}; logs in {self.cluster.logs}")
+        return 0 if made == self.options.requests and rolled else 1
+
+    def kubectl(self, *args: str, input: str | None = None) -> str:
+        """The real kubectl, as the user runs it after ``. .planet/env``."""
+        return self.cluster.kubectl(*args, input=input).stdout
+
+    def apply(self) -> tuple[str, str]:
+        """``kubectl apply`` the reference manifest with the CPU engine."""
+        document = yaml.safe_load(self.options.manifest.read_text())
+        manifest = copy.deepcopy(document)
+        manifest["spec"]["engine"] = dict(CPU_ENGINE)
+        say(f"no GPU here: spec.engine {document['spec'].get('engine')} ▶ {CPU_ENGINE}")
+        say(f"$ kubectl apply -f {self.options.manifest}")
+        say(self.kubectl("apply", "-f", "-", input=yaml.safe_dump(manifest)).strip())
+        meta = manifest["metadata"]
+        return str(meta["name"]), str(meta.get("namespace", "default"))
+
+    def pipeline(self, name: str, namespace: str) -> dict[str, Any]:
+        """The pipeline as the API server has it."""
+        body: dict[str, Any] = json.loads(self.kubectl("get", "pp", name, "-n", namespace, "-o", "json"))
+        return body
+
+    def wait(self, name: str, namespace: str, check: Any, what: str) -> dict[str, Any]:
+        """Follow the pipeline's phase until ``check(status)``; print each change."""
+        deadline = time.monotonic() + self.options.timeout
+        last = None
+        while time.monotonic() < deadline:
+            status = self.pipeline(name, namespace).get("status") or {}
+            ready: dict[str, Any] = next(
+                (c for c in status.get("conditions", []) if c.get("type") == "Ready"), {}
+            )
+            line = f"  phase {status.get('phase') or 'Pending'}: {ready.get('message', '')}"
+            if line != last:
+                say(line)
+                last = line
+            if check(status):
+                return dict(status)
+            if status.get("phase") == "Failed":
+                raise RuntimeError(f"pipeline {name} failed: {ready.get('message')}")
+            time.sleep(2.0)
+        raise TimeoutError(f"pipeline {name}: not {what} within {self.options.timeout:.0f} s ({last})")
+
+    def post(self, url: str, body: dict[str, Any]) -> dict[str, Any]:
+        """POST through the gateway, as ``curl --proxy $PLANET_PROXY`` does."""
+        request = urllib.request.Request(
+            url, data=json.dumps(body).encode(), headers={"content-type": "application/json"}
+        )
+        try:
+            with self.opener.open(request, timeout=self.options.timeout) as reply:
+                answer: dict[str, Any] = json.loads(reply.read())
+                return answer
+        except urllib.error.HTTPError as exc:
+            raise RuntimeError(
+                f"{url}: HTTP {exc.code}: {exc.read()[:300].decode(errors='replace')}"
+            ) from None
+
+    def requests(self, url: str, name: str, namespace: str) -> int:
+        """Raw images from the generate service, final ones through the pipeline; count the successes."""
+        out = self.options.out
+        out.mkdir(parents=True, exist_ok=True)
+        generate = json.loads(self.kubectl("get", "isvc", f"{name}-generate", "-n", namespace, "-o", "json"))
+        generate_url = f"{generate['status']['url']}/v1/models/{name}-generate:predict"
+        made = 0
+        for index in range(self.options.requests):
+            prompt = PROMPTS[index % len(PROMPTS)]
+            body = {"instances": [{"prompt": prompt, "seed": 1000 + index, "steps": self.options.steps}]}
+            t0 = time.monotonic()
+            try:
+                raw = _save(self.post(generate_url, body), out / f"planet-{index + 1}-raw")
+                final = _save(self.post(url, body), out / f"planet-{index + 1}-final")
+            except (RuntimeError, KeyError, ValueError, OSError) as exc:
+                say(f"  request {index + 1}: failed: {exc}")
+                continue
+            made += 1
+            say(
+                f"  request {index + 1}/{self.options.requests} in {time.monotonic() - t0:.1f} s: "
+                f"{', '.join(prompt.values())} ▶ {raw} and {final}"
+            )
+        return made
+
+    def rollout(self, name: str, namespace: str) -> bool:
+        """A new checkpoint as a 50% canary, promoted with ``kubectl planet``, then rolled back."""
+        say("rollout: a new revision as a paused 50% canary")
+        first = str(self.pipeline(name, namespace)["status"]["stableRevision"])
+        change = {
+            "spec": {
+                "version": "v4",
+                "generation": {"guidanceScale": 5.0},
+                "rollout": {"steps": [{"weight": 50, "pause": {}}], "analysis": {"interval": "1h"}},
+            }
+        }
+        self.kubectl("patch", "pp", name, "-n", namespace, "--type=merge", "-p", json.dumps(change))
+        status = self.wait(name, namespace, lambda s: s.get("canaryRevision"), "canary")
+        canary = str(status["canaryRevision"])
+        say(f"  canary {canary} takes {status.get('trafficPercent')}% next to stable {first}")
+        self.plugin("promote", name, "-n", namespace)
+        self.wait(name, namespace, lambda s: s.get("stableRevision") == canary and s.get("phase") == "Ready",
+                  "promoted")  # fmt: skip
+        say(f"  promoted: {canary} is stable")
+        self.plugin("rollback", name, "-n", namespace, "--to-revision", first)
+        self.wait(name, namespace, lambda s: s.get("stableRevision") == first, "rolled back")
+        say(f"  rolled back: {first} serves again")
+        return True
+
+    def plugin(self, *args: str) -> None:
+        """``kubectl planet ...``: kubectl finds the plugin on PATH (the venv's bin)."""
+        bin_dir = Path(sys.executable).parent
+        path = f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"
+        env = {**os.environ, "PATH": path, "KUBECONFIG": str(self.cluster.kubeconfig)}
+        kubectl = shutil.which("kubectl", path=path) or "kubectl"
+        say(f"  $ kubectl planet {' '.join(args)}")
+        result = subprocess.run(
+            [kubectl, "planet", *args], capture_output=True, text=True, timeout=60, check=False, env=env
+        )
+        for line in (result.stdout + result.stderr).strip().splitlines():
+            say(f"    {line}")
+        if result.returncode != 0:
+            raise RuntimeError(f"kubectl planet {args[0]} failed with exit code {result.returncode}")
+
+
+def _save(response: dict[str, Any], stem: Path) -> str:
+    from PIL import Image
+
+    prediction = response["predictions"][0]
+    data = base64.b64decode(prediction["image"])
+    path = stem.with_suffix(f".{prediction.get('format', 'png')}")
+    path.write_bytes(data)
+    with Image.open(io.BytesIO(data)) as image:
+        return f"{path} ({image.size[0]}x{image.size[1]})"

@@ -1,0 +1,67 @@
+"""The local model store: what a model hub and a bucket would serve, built here from seeded weights.
+
+There is no network on this machine, so the storage-initializer image (``storage_initializer.py``)
+copies ``hf://`` and ``s3://`` URIs from this folder. Each URI the examples and the e2e suite name
+gets a model the project builds itself, loaded through the same path as real weights: a diffusers
+folder for SDXL (the tiny preset), a Real-ESRGAN-architecture ``.pth`` and a LoRA ``.safetensors``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+SDXL = "hf://stabilityai/stable-diffusion-xl-base-1.0"
+UPSCALER = "s3://planetgen-models/upscalers/realesrgan-x2plus.pth"
+LORA = "s3://planetgen-models/loras/ethereal-planets-v3.safetensors"
+
+
+def path_of(store: Path, uri: str) -> Path:
+    """Where ``uri`` lives in ``store`` (the storage initializer reads the same layout)."""
+    from planet_harness.storage_initializer import source
+
+    return source(uri, store)
+
+
+def _sdxl(target: Path, scratch: Path) -> None:
+    from planet_predictors.presets import tiny
+
+    shutil.copytree(tiny.ensure(scratch), target)
+
+
+def _upscaler(target: Path, scratch: Path) -> None:
+    import torch
+
+    from planet_predictors.presets import tiny_upscaler
+
+    # A .pth as Real-ESRGAN publishes it: a pickled state dict; spandrel detects the architecture.
+    target.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(tiny_upscaler.build_state_dict(scale=2), target)
+
+
+def _lora(target: Path, scratch: Path) -> None:
+    from planet_predictors.presets import tiny
+
+    tiny.write_lora(target)
+
+
+#: Every URI the store serves, and how its model is made.
+MODELS: dict[str, Callable[[Path, Path], None]] = {SDXL: _sdxl, UPSCALER: _upscaler, LORA: _lora}
+
+
+def ensure(store: Path, *, say: Callable[[str], None] = print) -> Path:
+    """Fill ``store`` with every model in :data:`MODELS` that is not there yet; return ``store``."""
+    scratch = store / ".presets"
+    for uri, make in MODELS.items():
+        target = path_of(store, uri)
+        if target.exists():
+            continue
+        say(f"model store: building {uri} (seeded weights, once)")
+        staging = target.with_name(f".{target.name}.{os.getpid()}")
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.parent.mkdir(parents=True, exist_ok=True)
+        make(staging, scratch)
+        os.replace(staging, target)
+    return store

@@ -1,0 +1,209 @@
+"""The user's journey on the real stack: kubectl apply ▶ build Job ▶ KServe Ready ▶ images ▶ new revision.
+
+Everything here is real except the harness's parts (the process kubelet, the gateway, the local
+model store): the operator runs as the pod the chart's Deployment made, KServe's controller writes
+the Deployments, Services, HTTPRoutes and status, its pod mutator injects the storage initializer,
+and its router serves the InferenceGraph.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import signal
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from PIL import Image
+
+from planet_harness import devstack
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+NS = "default"
+MANIFEST: dict[str, Any] = {
+    "apiVersion": "planetgen.io/v1alpha1",
+    "kind": "PlanetPipeline",
+    "metadata": {"name": "e2e-planets", "namespace": NS},
+    "spec": {
+        "version": "v1",
+        "model": {"base": {"uri": "hf://stabilityai/stable-diffusion-xl-base-1.0"}},
+        # 21:9-ish and tiny, so a CPU answers in seconds.
+        "generation": {"width": 152, "height": 64, "steps": 2, "maxSteps": 8},
+        # The reference chain, scaled down: x2 ▶ resize ▶ img2img ▶ x2 ▶ resize, 21:9 kept.
+        "upscale": {
+            "model": {"uri": "s3://planetgen-models/upscalers/realesrgan-x2plus.pth"},
+            "tileSize": 128,
+            "tileOverlap": 16,
+            "stages": [
+                {"type": "upscale", "factor": 2},
+                {"type": "resize", "width": 224, "height": 96, "filter": "lanczos"},
+                {"type": "img2img", "strength": 0.3, "steps": 2},
+                {"type": "upscale", "factor": 2},
+                {"type": "resize", "width": 336, "height": 144, "filter": "lanczos"},
+            ],
+        },
+        # A compiled backend: the operator's build Job (a pod on the node) fetches the weights with the
+        # storage initializer and compiles ONNX Runtime engines; both predictors serve them.
+        "engine": {"backend": "onnxruntime", "precision": "fp32", "batchSizes": [1]},
+        "serving": {
+            "maxBatchWaitMs": 10,
+            "lanes": {"final": {"steps": 2, "priority": 10}, "draft": {"steps": 1}},
+            "resources": {"requests": {"cpu": "1", "memory": "2Gi"}},
+        },
+        "rollout": {"steps": []},
+    },
+}
+
+
+#: Values the tiny preset's prompt vocabulary has (the predictor refuses others with a 400).
+PROMPT = {"color": "deep blue", "atmosphere": "frosted cloudy zones", "moons": "no moons",
+          "sky": "distant stars dark sky"}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[devstack.DevStack]:
+    state = Path(os.environ["PLANET_E2E_DIR"]) if "PLANET_E2E_DIR" in os.environ else None
+    options = devstack.Options(state_dir=state or tmp_path_factory.mktemp("dev"), resync_seconds=2)
+    with devstack.up(options) as running:
+        yield running
+
+
+def kubectl(dev: devstack.DevStack, *args: str, input: str | None = None) -> str:
+    return dev.cluster.kubectl(*args, input=input).stdout
+
+
+def get(dev: devstack.DevStack, kind: str, name: str) -> dict[str, Any] | None:
+    found = dev.cluster.kubectl("get", kind, name, "-n", NS, "-o", "json", check=False)
+    return None if found.returncode else dict(json.loads(found.stdout))
+
+
+def until(dev: devstack.DevStack, what: str, check: Callable[[], Any], timeout: float = 600.0) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(1.0)
+    pods = dev.cluster.kubectl("get", "pods", "-A", "-o", "wide", check=False).stdout
+    logs = {p.name: p.read_text(errors="replace")[-1500:] for p in sorted(dev.cluster.logs.glob("*.log"))}
+    raise AssertionError(f"timed out waiting for {what}; last {last!r}\n{pods}\n{json.dumps(logs)[-5000:]}")
+
+
+def post(dev: devstack.DevStack, url: str, body: dict[str, Any]) -> dict[str, Any]:
+    """Through ``PLANET_PROXY``, as ``curl --proxy`` does."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({"http": dev.stack.proxy}))
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers={"content-type": "application/json"}
+    )
+    with opener.open(request, timeout=180) as reply:
+        answer: dict[str, Any] = json.loads(reply.read())
+        return answer
+
+
+def ready_status(dev: devstack.DevStack) -> dict[str, Any] | None:
+    body = get(dev, "pp", "e2e-planets")
+    status = (body or {}).get("status") or {}
+    return status if status.get("phase") == "Ready" and status.get("url") else None
+
+
+def test_env_file_is_the_contract_with_the_host(dev: devstack.DevStack) -> None:
+    values = dict(
+        line.split("=", 1) for line in dev.env_file.read_text().splitlines() if "=" in line and line[0] != "#"
+    )
+    assert Path(values["KUBECONFIG"]) == dev.cluster.kubeconfig.resolve()
+    assert values["PLANET_PROXY"] == dev.stack.proxy
+    # The operator is the chart's pod, on the node, under the chart's ServiceAccount.
+    pod = dev.operator_pod()
+    assert pod["status"]["phase"] == "Running"
+    assert pod["spec"]["nodeName"] and pod["spec"]["serviceAccountName"] == devstack.RELEASE
+
+
+def test_user_journey(dev: devstack.DevStack) -> None:
+    kubectl(dev, "apply", "-f", "-", input=yaml.safe_dump(MANIFEST))
+    status = until(dev, "Ready", lambda: ready_status(dev), timeout=900)
+    first = status["currentRevision"]
+
+    # The build Job ran as a pod: KServe's storage initializer image fetched the weights first.
+    [job] = json.loads(kubectl(dev, "get", "jobs", "-n", NS, "-o", "json"))["items"]
+    assert job["status"].get("succeeded") == 1
+    init = job["spec"]["template"]["spec"]["initContainers"]
+    assert [c["name"] for c in init] == ["storage-initializer"]
+    # KServe's controller made the predictors' Deployments and its mutator added the initializer.
+    pods = json.loads(
+        kubectl(dev, "get", "pods", "-n", NS, "-l", "serving.kserve.io/inferenceservice", "-o", "json")
+    )["items"]
+    assert {c["name"] for p in pods for c in p["spec"].get("initContainers", [])} == {"storage-initializer"}
+    args = " ".join(a for p in pods for c in p["spec"]["containers"] for a in c.get("args", []))
+    assert args.count("--backend=onnxruntime") == 2 and "--engine-dir=" in args
+
+    # Through status.url: generate ▶ KServe's router ▶ upscale chain ▶ the final 21:9 image.
+    answer = until(dev, "the pipeline answers", lambda: _answer(dev, status["url"], PROMPT), timeout=180)
+    [prediction] = answer["predictions"]
+    image = Image.open(io.BytesIO(base64.b64decode(prediction["image"])))
+    assert image.size == (336, 144)
+    assert prediction["revision"] == first
+    assert [stage["type"] for stage in prediction["stages"]] == [
+        "upscale", "resize", "img2img", "upscale", "resize",
+    ]  # fmt: skip
+    table = kubectl(dev, "get", "pp")
+    assert "e2e-planets" in table and "Ready" in table
+
+    # A spec change ▶ a new revision serves.
+    changed = json.loads(json.dumps(MANIFEST))
+    changed["spec"]["version"] = "v2"
+    changed["spec"]["generation"]["guidanceScale"] = 3.0
+    kubectl(dev, "apply", "-f", "-", input=yaml.safe_dump(changed))
+
+    def second_ready() -> Any:
+        s = ready_status(dev)
+        return s if s and s.get("stableRevision") not in (None, first) else None
+
+    second = until(dev, "new revision", second_ready)["stableRevision"]
+    until(dev, "the new revision answers", lambda: _revision_answering(dev, status["url"], second))
+
+    # Delete ▶ KServe's objects, their Deployments and pods are garbage-collected.
+    kubectl(dev, "delete", "pp", "e2e-planets", "-n", NS, "--wait=false")
+
+    def gone() -> bool:
+        left = json.loads(kubectl(dev, "get", "isvc,ig,deployments,pods", "-n", NS, "-o", "json"))["items"]
+        return not [o for o in left if o["metadata"].get("labels", {}).get("planetgen.io/pipeline")]
+
+    until(dev, "children gone", gone, timeout=180)
+
+
+def test_a_killed_operator_comes_back(dev: devstack.DevStack) -> None:
+    pod = dev.operator_pod()
+    before = pod["status"]["containerStatuses"][0].get("restartCount", 0)
+    # The kubelet reports each container as process://PID (its process group).
+    pid = int(pod["status"]["containerStatuses"][0]["containerID"].removeprefix("process://"))
+    os.killpg(pid, signal.SIGKILL)
+
+    def restarted() -> bool:
+        now = dev.operator_pod()["status"]
+        statuses = now.get("containerStatuses") or [{}]
+        return statuses[0].get("restartCount", 0) > before and bool(statuses[0].get("ready"))
+
+    until(dev, "the operator restarted by the kubelet", restarted, timeout=180)
+
+
+def _answer(dev: devstack.DevStack, url: str, prompt: dict[str, str]) -> dict[str, Any] | None:
+    try:
+        return post(dev, url, {"instances": [{"prompt": prompt, "seed": 7}]})
+    except urllib.error.HTTPError as exc:
+        if exc.code in (502, 503):
+            return None  # endpoints not published yet
+        raise AssertionError(exc.read().decode(errors="replace")) from None
+
+
+def _revision_answering(dev: devstack.DevStack, url: str, revision: str) -> bool:
+    answer = _answer(dev, url, PROMPT)
+    return bool(answer) and answer["predictions"][0]["revision"] == revision  # type: ignore[index]
