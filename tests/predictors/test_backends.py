@@ -60,7 +60,7 @@ def test_a_lora_folder_is_what_the_storage_initializer_filled(tmp_path: Path) ->
     with pytest.raises(BackendUnavailable, match="does not exist"):
         lora_file(tmp_path / "missing")
     tiny.write_lora(folder / "second.safetensors")
-    with pytest.raises(BackendUnavailable, match="2 .safetensors files"):
+    with pytest.raises(BackendUnavailable, match=r"2 \.safetensors files"):
         lora_file(folder)
 
 
