@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -20,9 +21,10 @@ from planet_build import (
     trt_engine,
 )
 from planet_build import request as request_module
-from planet_build.errors import ComponentFailed
+from planet_build.errors import ComponentFailed, UsageError
 from planet_build.progress import Reporter
 from planet_build.request import BuildRequest, validate
+from planet_predictors.backends.base import FALLBACK_ENV
 
 ONNX_DIR = "onnx"
 
@@ -42,12 +44,25 @@ def run(request: BuildRequest, reporter: Reporter) -> Outcome:
     validate(request)
     request = dataclasses.replace(request, revision=sources.model_revision(request))
     trt_version = None
+    fallback: dict[str, str] | None = None
     if request.backend == "tensorrt":
-        trt_version = trt_engine.preflight(request.precision, quantized_dir=request.quantized_onnx)
+        try:
+            trt_version = trt_engine.preflight(request.precision, quantized_dir=request.quantized_onnx)
+        except UsageError as exc:
+            fallback = _fallback(exc)
         warning = trt_engine.gpu_product_warning(request.gpu_product)
-        if warning:
+        if warning and fallback is None:
             reporter.warn(warning)
-    key, trt_spelling = keys.resolve_key(request, trt_version)
+    if fallback is not None:
+        # The operator's key, so its predictors find this entry; what is in it, the manifest says.
+        key, trt_spelling = request.expect_key or request.key(None), None
+        reporter.warn(
+            f"{fallback['reason']}: {FALLBACK_ENV}={fallback['backend']} builds {fallback['backend']} fp32"
+            " engines under this key instead (a development node; the manifest records it)"
+        )
+        request = dataclasses.replace(request, backend=fallback["backend"], precision="fp32")
+    else:
+        key, trt_spelling = keys.resolve_key(request, trt_version)
     entry = cache.Entry(request.cache_dir, key)
     reporter.info(
         f"engine key {key} ({request.backend}, {request.precision}, {request.width}x{request.height})"
@@ -68,10 +83,20 @@ def run(request: BuildRequest, reporter: Reporter) -> Outcome:
         entry.clean_staging()
         built = _Builder(request, entry, reporter, tensorrt_version=trt_version).run()
         document = manifest.build(request, key=key, tensorrt_version=trt_spelling, components=built)
+        if fallback is not None:
+            document["fallback"] = fallback
         cache.write_json_atomic(entry.manifest_path, document)
         _tidy(entry, keep_onnx=request.keep_onnx)
         reporter.info(f"engines ready: {entry.dir}")
         return Outcome(key, entry.dir, False, document)
+
+
+def _fallback(exc: UsageError) -> dict[str, str]:
+    """What to build when TensorRT cannot run here: re-raise unless the node allows a fallback."""
+    allowed = os.environ.get(FALLBACK_ENV, "")
+    if allowed != "onnxruntime":
+        raise exc
+    return {"backend": allowed, "requested": "tensorrt", "reason": str(exc).split(";")[0]}
 
 
 def _tidy(entry: cache.Entry, *, keep_onnx: bool) -> None:

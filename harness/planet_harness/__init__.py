@@ -5,6 +5,8 @@ throwaway CA (:mod:`.pki`), process supervision (:mod:`.processes`), the launche
 control plane (:mod:`.controlplane`) and KServe (:mod:`.kserve`) with their real configuration, a
 kubelet whose containers are processes (:mod:`.kubelet`), the gateway (:mod:`.gateway`) and the whole
 stack (:mod:`.stack`), and a way to run one pod's container with the pod's identity (:mod:`.pods`).
+Where no kubelet runs pods (the operator-logic tests, the scale benchmark), :mod:`.kserve_status`
+stands in for KServe's status writes and :mod:`.prometheus` for the predictors' metrics.
 No product package imports this one (an import-linter contract says so).
 
 The names below load on first use, so ``python -m planet_harness.components`` runs without importing

@@ -25,6 +25,7 @@ from planet_harness import models
 from planet_harness import stack as harness
 from planet_harness.controlplane import ControlPlane
 from planet_harness.kubelet.node import Images
+from planet_predictors.backends.base import FALLBACK_ENV
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "planetgen"
@@ -75,8 +76,9 @@ def project_images() -> Images:
     """The project's images as local programs: each container's command names a module of this tree."""
     return Images(
         commands={"planet": str(Path(sys.executable).with_name("planet"))},
-        # What the images bake in: no hub downloads, unbuffered logs.
-        env={PROJECT_IMAGES: {"HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}},
+        # What the images bake in on this node: no hub downloads, unbuffered logs, and (no CUDA here)
+        # TensorRT specs served from ONNX Runtime engines, which the build and the predictor both say.
+        env={PROJECT_IMAGES: {"HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", FALLBACK_ENV: "onnxruntime"}},
     )
 
 

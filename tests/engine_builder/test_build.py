@@ -177,3 +177,29 @@ def test_fp16_engines_halve_the_unet_and_keep_the_vae_fp32(
     assert parts["vae_decoder"]["precision"] == "fp32", "SDXL's VAE overflows in fp16: it stays fp32"
     assert all(p["parity"]["passed"] for p in parts.values())
     assert parts["unet"]["bytes"] < 0.6 * manifest_of(tiny_build)["components"]["unet"]["bytes"]
+
+
+def test_a_node_without_cuda_may_fall_back_to_onnxruntime_under_the_operators_key(
+    preset_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+
+    from planet_predictors.backends.base import FALLBACK_ENV, fallback_backend
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: TensorRT builds for real")
+    flags = [*TINY, "--preset-dir", str(preset_dir), "--cache-dir", str(tmp_path)]
+    flags[flags.index("--backend") + 1], flags[flags.index("--precision") + 1] = "tensorrt", "fp16"
+    flags += ["--expect-key", "ab" * 32]
+    monkeypatch.setenv(FALLBACK_ENV, "onnxruntime")
+    done = builder(*flags)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "TensorRT needs CUDA" in done.stdout + done.stderr and FALLBACK_ENV in done.stdout + done.stderr
+    entry = tmp_path / ("ab" * 32)
+    manifest = json.loads((entry / "manifest.json").read_text())
+    assert (manifest["backend"], manifest["precision"]) == ("onnxruntime", "fp32")
+    assert manifest["fallback"]["requested"] == "tensorrt"
+    # The generate predictor serves what was built, only where the node allows the fallback.
+    assert fallback_backend("tensorrt", entry) == ("onnxruntime", "fp32")
+    monkeypatch.delenv(FALLBACK_ENV)
+    assert fallback_backend("tensorrt", entry) == ("tensorrt", None)

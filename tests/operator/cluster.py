@@ -1,28 +1,59 @@
-"""Fixtures: the embedded API server, the real operator as a subprocess, and kubectl-like helpers."""
+"""Helpers for the operator tests on the real API server: the operator as a subprocess, pipelines, polling.
+
+The fixtures (``control_plane``, ``cluster``, ``operator``) are in this folder's conftest.py.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
+import yaml
 from kubernetes import client
-from tests.conftest import KSERVE_SCHEMAS, ROOT
+
+from planet_harness import cluster as harness
+from planet_harness.controlplane import ControlPlane
 
 GROUP, VERSION, PLURAL = "planetgen.io", "v1alpha1", "planetpipelines"
+_names = itertools.count()
+
+
+@dataclasses.dataclass(frozen=True)
+class Cluster:
+    """One test's share of the session's control plane: a namespace of its own and clients for it."""
+
+    control_plane: ControlPlane
+    #: The admin's client (what the test itself reads and writes with).
+    api: client.ApiClient
+    #: The admin's kubeconfig, its context's namespace ``namespace`` (kubectl planet defaults to it).
+    kubeconfig: Path
+    namespace: str
+    #: The operator's own credentials: the chart's ServiceAccount and RBAC.
+    operator_kubeconfig: Path
+    #: The operator's user name in the audit log.
+    operator_user: str
+
+    @property
+    def custom(self) -> client.CustomObjectsApi:
+        return client.CustomObjectsApi(self.api)
 
 
 class Operator:
-    """``planet operator`` in a subprocess, so a test can kill -9 it and start it again."""
+    """``planet operator`` in a subprocess, so a test can kill -9 it and start it again.
 
-    def __init__(self, kubeconfig: Path, log: Path, *args: str) -> None:
-        self.kubeconfig, self.log, self.args = kubeconfig, log, args
+    It watches ``namespace`` only: tests share one control plane, each in a namespace of its own.
+    """
+
+    def __init__(self, kubeconfig: Path, log: Path, namespace: str, *args: str) -> None:
+        self.kubeconfig, self.log, self.namespace, self.args = kubeconfig, log, namespace, args
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -33,7 +64,7 @@ class Operator:
             "planet_operator.cli.main",
             "operator",
             "--standalone",
-            "-A",
+            f"--namespace={self.namespace}",
             "--resync",
             "2",
             "--no-namespace-label",
@@ -62,24 +93,29 @@ class Operator:
         return self.log.read_text(errors="replace")
 
 
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[tuple[client.ApiClient, Path]]:
-    apiserver = pytest.importorskip("planet_operator.kubeapi")
-    crds = [ROOT / "crds"] + ([KSERVE_SCHEMAS] if KSERVE_SCHEMAS.exists() else [])
-    with apiserver.run_in_thread(crd_paths=crds) as server:
-        kubeconfig = tmp_path / "kubeconfig"
-        apiserver.write_kubeconfig(kubeconfig, server.url)
-        configuration = client.Configuration(host=server.url)
-        with client.ApiClient(configuration) as api:
-            yield api, kubeconfig
+def new_cluster(
+    control_plane: ControlPlane, identity: harness.Identity, admin: client.ApiClient, folder: Path
+) -> Cluster:
+    """A fresh namespace on the shared control plane, and an admin kubeconfig whose context is in it."""
+    namespace = f"t{next(_names)}-{os.getpid() % 10000}"
+    control_plane.kubectl("create", "namespace", namespace)
+    config = yaml.safe_load(control_plane.kubeconfig.read_text())
+    config["contexts"][0]["context"]["namespace"] = namespace
+    kubeconfig = folder / "kubeconfig"
+    kubeconfig.write_text(yaml.safe_dump(config))
+    return Cluster(
+        control_plane=control_plane,
+        api=admin,
+        kubeconfig=kubeconfig,
+        namespace=namespace,
+        operator_kubeconfig=identity.kubeconfig,
+        operator_user=identity.user,
+    )
 
 
-@pytest.fixture
-def operator(cluster: tuple[client.ApiClient, Path], tmp_path: Path) -> Iterator[Operator]:
-    running = Operator(cluster[1], tmp_path / "operator.log")
-    running.start()
-    yield running
-    running.stop()
+def operator_for(cluster: Cluster, log: Path, *args: str) -> Operator:
+    """An operator (not started) for ``cluster``'s namespace, with the chart's ServiceAccount."""
+    return Operator(cluster.operator_kubeconfig, log, cluster.namespace, *args)
 
 
 def pipeline(name: str, **spec: Any) -> dict[str, Any]:

@@ -1,24 +1,21 @@
-"""kubectl planet against the embedded API server over real HTTP (and with the real operator)."""
+"""kubectl planet against the real API server (and with the real operator), in namespaces of its own."""
 
 from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 from kubernetes import client
-from tests.conftest import ROOT
-from tests.operator.cluster import GROUP, PLURAL, VERSION, Operator, cluster, operator, pipeline, wait_for
+from tests.operator.cluster import GROUP, PLURAL, VERSION, Cluster, Operator, new_cluster, pipeline, wait_for
 
+from planet_harness import cluster as harness
+from planet_harness.controlplane import ControlPlane
+from planet_harness.kserve_status import StatusWriter
 from planet_operator.plugin import main as plugin
-
-__all__ = ["cluster", "operator"]  # fixtures
-NS = "default"
-Cluster = tuple[client.ApiClient, Path]
 
 
 def run(capsys: pytest.CaptureFixture[str], kubeconfig: Path, *args: str) -> tuple[int, str, str]:
@@ -27,14 +24,10 @@ def run(capsys: pytest.CaptureFixture[str], kubeconfig: Path, *args: str) -> tup
     return code, out, err
 
 
-def custom(api: client.ApiClient) -> client.CustomObjectsApi:
-    return client.CustomObjectsApi(api)
-
-
-def store_revision(api: client.ApiClient, name: str, number: int, rev: str, version: str) -> None:
+def store_revision(api: Cluster, name: str, number: int, rev: str, version: str) -> None:
     """A ControllerRevision as the operator writes one (reconcile.history)."""
-    client.AppsV1Api(api).create_namespaced_controller_revision(
-        NS,
+    client.AppsV1Api(api.api).create_namespaced_controller_revision(
+        api.namespace,
         {
             "apiVersion": "apps/v1",
             "kind": "ControllerRevision",
@@ -53,31 +46,31 @@ def store_revision(api: client.ApiClient, name: str, number: int, rev: str, vers
 
 
 @pytest.fixture(scope="module")
-def apiserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    """One embedded API server for the read-mostly tests, with only the PlanetPipeline CRD (fast)."""
-    from planet_operator import kubeapi
-
-    with kubeapi.run_in_thread(crd_paths=[ROOT / "crds"]) as server:
-        kubeconfig = kubeapi.write_kubeconfig(tmp_path_factory.mktemp("plugin") / "kubeconfig", server.url)
-        with client.ApiClient(client.Configuration(host=server.url)) as api:
-            yield api, kubeconfig
+def readonly(
+    control_plane: ControlPlane,
+    operator_identity: harness.Identity,
+    admin: client.ApiClient,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Cluster:
+    """One namespace for the read-mostly tests (no operator runs there)."""
+    return new_cluster(control_plane, operator_identity, admin, tmp_path_factory.mktemp("plugin"))
 
 
 @pytest.fixture(scope="module")
-def canary(apiserver: Cluster) -> Cluster:
+def canary(readonly: Cluster) -> Cluster:
     """A pipeline mid-rollout: status written through the status subresource, as the operator does."""
-    api, _ = apiserver
+    api, ns = readonly, readonly.namespace
     body = pipeline("nebula", version="v2")
     body["spec"]["rollout"] = {"steps": [{"weight": 10, "pause": {"duration": "5m"}}, {"weight": 50}]}
-    custom(api).create_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, body)
-    custom(api).create_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, pipeline("quiet"))
+    api.custom.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, body)
+    api.custom.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, pipeline("quiet"))
     status = {
         "phase": "Progressing",
         "currentRevision": "bbbb2222",
         "stableRevision": "aaaa1111",
         "canaryRevision": "bbbb2222",
         "trafficPercent": 10,
-        "url": "http://nebula.default.example.com",
+        "url": f"http://nebula.{ns}.example.com",
         "observedGeneration": 1,
         "conditions": [
             {"type": "Ready", "status": "True", "reason": "Serving", "message": "stable aaaa1111 serves"},
@@ -100,21 +93,19 @@ def canary(apiserver: Cluster) -> Cluster:
             {"revision": "bbbb2222", "version": "v2", "result": "Progressing"},
         ],
     }
-    custom(api).patch_namespaced_custom_object_status(
-        GROUP, VERSION, NS, PLURAL, "nebula", {"status": status}
-    )
+    api.custom.patch_namespaced_custom_object_status(GROUP, VERSION, ns, PLURAL, "nebula", {"status": status})
     store_revision(api, "nebula", 1, "aaaa1111", "v1")
     store_revision(api, "nebula", 2, "bbbb2222", "v2")
-    return apiserver
+    return readonly
 
 
-def annotations(api: client.ApiClient, name: str) -> dict[str, str]:
-    body = custom(api).get_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, name)
+def annotations(api: Cluster, name: str) -> dict[str, str]:
+    body = api.custom.get_namespaced_custom_object(GROUP, VERSION, api.namespace, PLURAL, name)
     return dict(body["metadata"].get("annotations") or {})
 
 
 def test_list_shows_the_printer_columns(canary: Cluster, capsys: pytest.CaptureFixture[str]) -> None:
-    _, kubeconfig = canary
+    kubeconfig = canary.kubeconfig
     code, out, _ = run(capsys, kubeconfig, "list")
     assert code == 0
     header, *lines = [line for line in out.splitlines() if line.strip() and set(line.strip()) != {"─"}]
@@ -126,7 +117,9 @@ def test_list_shows_the_printer_columns(canary: Cluster, capsys: pytest.CaptureF
     code, out, _ = run(capsys, kubeconfig, "list", "-A", "-o", "json")
     listed = json.loads(out)
     assert listed["kind"] == "List"
-    assert [i["metadata"]["name"] for i in listed["items"]] == ["nebula", "quiet"]
+    # Every namespace: other tests' pipelines share this API server; these two are among them.
+    here = [i["metadata"]["name"] for i in listed["items"] if i["metadata"]["namespace"] == canary.namespace]
+    assert here == ["nebula", "quiet"]
 
     code, out, _ = run(capsys, kubeconfig, "list", "-n", "elsewhere")
     assert code == 0 and "No PlanetPipelines found in namespace elsewhere" in out
@@ -135,13 +128,13 @@ def test_list_shows_the_printer_columns(canary: Cluster, capsys: pytest.CaptureF
 def test_status_shows_conditions_rollout_and_releases(
     canary: Cluster, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    _, kubeconfig = canary
+    kubeconfig = canary.kubeconfig
     code, out, _ = run(capsys, kubeconfig, "status", "nebula")
     assert code == 0
     for text in (
         "Progressing",
         "aaaa1111",
-        "http://nebula.default.example.com",
+        f"http://nebula.{canary.namespace}.example.com",
         "RolloutProgressing",
         "step 1: 10% to bbbb2222",
         "1/2",  # rollout step
@@ -155,7 +148,7 @@ def test_status_shows_conditions_rollout_and_releases(
 
 
 def test_history_lists_controller_revisions(canary: Cluster, capsys: pytest.CaptureFixture[str]) -> None:
-    _, kubeconfig = canary
+    kubeconfig = canary.kubeconfig
     code, out, _ = run(capsys, kubeconfig, "history", "nebula", "-o", "json")
     assert code == 0
     rows = json.loads(out)
@@ -172,7 +165,7 @@ def test_history_lists_controller_revisions(canary: Cluster, capsys: pytest.Capt
 def test_rollout_commands_set_the_operators_annotations(
     canary: Cluster, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    api, kubeconfig = canary
+    api, kubeconfig = canary, canary.kubeconfig
     for command in ("pause", "resume", "promote", "abort"):
         code, out, _ = run(capsys, kubeconfig, command, "nebula")
         assert code == 0 and f"{command} requested" in out
@@ -185,7 +178,7 @@ def test_rollout_commands_set_the_operators_annotations(
 
 
 def test_rollback_targets_a_stored_revision(canary: Cluster, capsys: pytest.CaptureFixture[str]) -> None:
-    api, kubeconfig = canary
+    api, kubeconfig = canary, canary.kubeconfig
     code, out, _ = run(capsys, kubeconfig, "rollback", "nebula")
     assert code == 0 and "revision 1 (aaaa1111)" in out
     assert annotations(api, "nebula")["planetgen.io/rollback-to"] == "aaaa1111"
@@ -198,7 +191,7 @@ def test_rollback_targets_a_stored_revision(canary: Cluster, capsys: pytest.Capt
 def test_errors_are_one_line_and_exit_2(
     canary: Cluster, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    _, kubeconfig = canary
+    kubeconfig = canary.kubeconfig
     code, _, err = run(capsys, kubeconfig, "status", "missing")
     assert code == 2 and len(err.strip().splitlines()) == 1 and "not found" in err
     dead = tmp_path / "dead-kubeconfig"
@@ -214,7 +207,7 @@ def _server(kubeconfig: Path) -> str:
 
 
 def test_installed_executable_is_what_kubectl_runs(canary: Cluster) -> None:
-    _, kubeconfig = canary
+    kubeconfig = canary.kubeconfig
     executable = Path(plugin.sys.executable).parent / "kubectl-planet"
     if not executable.exists():
         pytest.skip("kubectl-planet is not installed in this environment (reinstall the package)")
@@ -233,23 +226,21 @@ def test_installed_executable_is_what_kubectl_runs(canary: Cluster) -> None:
 def test_rollback_is_carried_out_by_the_operator(
     cluster: Cluster, operator: Operator, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from planet_operator.testing.fake_kserve import StatusWriter
-
-    api, kubeconfig = cluster
-    custom(api).create_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, pipeline("orbit", version="v1"))
+    api, kubeconfig, ns = cluster, cluster.kubeconfig, cluster.namespace
+    api.custom.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, pipeline("orbit", version="v1"))
 
     def pipeline_status() -> dict[str, Any]:
-        body = custom(api).get_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, "orbit")
+        body = api.custom.get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, "orbit")
         return dict(body.get("status") or {})
 
-    with StatusWriter(api):
+    with StatusWriter(api.api, namespace=ns):
         first = wait_for(
             "first revision ready",
             lambda: pipeline_status().get("phase") == "Ready" and pipeline_status()["stableRevision"],
             log=operator,
         )
-        custom(api).patch_namespaced_custom_object(
-            GROUP, VERSION, NS, PLURAL, "orbit", {"spec": {"version": "v2", "generation": {"steps": 20}}}
+        api.custom.patch_namespaced_custom_object(
+            GROUP, VERSION, ns, PLURAL, "orbit", {"spec": {"version": "v2", "generation": {"steps": 20}}}
         )
         wait_for(
             "second revision stable",
@@ -263,7 +254,7 @@ def test_rollback_is_carried_out_by_the_operator(
         assert code == 0, err
 
         def restored() -> Any:
-            body = custom(api).get_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, "orbit")
+            body = api.custom.get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, "orbit")
             done = (
                 body["spec"].get("version") == "v1"
                 and (body.get("status") or {}).get("stableRevision") == first

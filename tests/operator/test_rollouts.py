@@ -10,19 +10,17 @@ from typing import Any
 
 import pytest
 from kubernetes import client
-from tests.operator.cluster import GROUP, PLURAL, VERSION, Operator, cluster, pipeline, wait_for
+from tests.operator.cluster import GROUP, PLURAL, VERSION, Cluster, Operator, operator_for, pipeline, wait_for
 
-from planet_operator.testing.fake_kserve import StatusWriter
-from planet_operator.testing.prometheus import MetricsFeed, Profile, PrometheusServer
+from planet_harness.kserve_status import StatusWriter
+from planet_harness.prometheus import MetricsFeed, Profile, PrometheusServer
 
-__all__ = ["cluster"]
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(
         shutil.which("prometheus") is None, reason="needs the prometheus binary (apt install prometheus)"
     ),
 ]
-NS = "default"
 HEALTHY = Profile(latency=0.8)
 ERRORING = Profile(latency=0.8, errors=0.3)
 SLOW = Profile(latency=45.0)
@@ -41,14 +39,11 @@ def prom(feed: MetricsFeed, tmp_path: Path) -> Iterator[PrometheusServer]:
 
 
 @pytest.fixture
-def env(
-    cluster: tuple[client.ApiClient, Path], tmp_path: Path
-) -> Iterator[tuple[client.ApiClient, Operator]]:
-    api, kubeconfig = cluster
-    running = Operator(kubeconfig, tmp_path / "operator.log")
+def env(cluster: Cluster, tmp_path: Path) -> Iterator[tuple[Cluster, Operator]]:
+    running = operator_for(cluster, tmp_path / "operator.log")
     running.start()
-    with StatusWriter(api):
-        yield api, running
+    with StatusWriter(cluster.api, namespace=cluster.namespace):
+        yield cluster, running
     running.stop()
 
 
@@ -70,16 +65,20 @@ def spec_for(prom: PrometheusServer, **overrides: Any) -> dict[str, Any]:
     return body
 
 
-def custom(api: client.ApiClient) -> client.CustomObjectsApi:
-    return client.CustomObjectsApi(api)
+def get(api: Cluster) -> dict[str, Any]:
+    return api.custom.get_namespaced_custom_object(GROUP, VERSION, api.namespace, PLURAL, "moons")  # type: ignore[no-any-return]
 
 
-def status(api: client.ApiClient) -> dict[str, Any]:
-    return custom(api).get_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, "moons").get("status") or {}  # type: ignore[no-any-return]
+def patch(api: Cluster, body: dict[str, Any]) -> None:
+    api.custom.patch_namespaced_custom_object(GROUP, VERSION, api.namespace, PLURAL, "moons", body)
 
 
-def deploy_v1(api: client.ApiClient, operator: Operator, prom: PrometheusServer, feed: MetricsFeed) -> str:
-    custom(api).create_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, spec_for(prom))
+def status(api: Cluster) -> dict[str, Any]:
+    return get(api).get("status") or {}
+
+
+def deploy_v1(api: Cluster, operator: Operator, prom: PrometheusServer, feed: MetricsFeed) -> str:
+    api.custom.create_namespaced_custom_object(GROUP, VERSION, api.namespace, PLURAL, spec_for(prom))
     first = wait_for(
         "v1 Ready",
         lambda: status(api).get("phase") == "Ready" and status(api)["stableRevision"],
@@ -90,14 +89,10 @@ def deploy_v1(api: client.ApiClient, operator: Operator, prom: PrometheusServer,
 
 
 def start_canary(
-    api: client.ApiClient, operator: Operator, feed: MetricsFeed, profile: Profile, guidance: float = 3.0
+    api: Cluster, operator: Operator, feed: MetricsFeed, profile: Profile, guidance: float = 3.0
 ) -> str:
-    custom(api).patch_namespaced_custom_object(
-        GROUP,
-        VERSION,
-        NS,
-        PLURAL,
-        "moons",
+    patch(
+        api,
         {"spec": {"version": f"g{guidance}", "generation": {"guidanceScale": guidance}}},
     )
     canary = wait_for("canary", lambda: status(api).get("canaryRevision"), log=operator)
@@ -105,16 +100,16 @@ def start_canary(
     return str(canary)
 
 
-def generate_isvc(api: client.ApiClient) -> dict[str, Any]:
-    return custom(api).get_namespaced_custom_object(  # type: ignore[no-any-return]
-        "serving.kserve.io", "v1beta1", NS, "inferenceservices", "moons-generate"
+def generate_isvc(api: Cluster) -> dict[str, Any]:
+    return api.custom.get_namespaced_custom_object(  # type: ignore[no-any-return]
+        "serving.kserve.io", "v1beta1", api.namespace, "inferenceservices", "moons-generate"
     )
 
 
-def events(api: client.ApiClient, reason: str) -> list[Any]:
+def events(api: Cluster, reason: str) -> list[Any]:
     return [
         e
-        for e in client.CoreV1Api(api).list_namespaced_event(NS).items
+        for e in client.CoreV1Api(api.api).list_namespaced_event(api.namespace).items
         if e.involved_object.name == "moons" and e.reason == reason
     ]
 
@@ -172,21 +167,17 @@ def test_bad_canary_is_rolled_back(
 def test_manual_rollback_restores_the_exact_spec(env: Any, prom: PrometheusServer, feed: MetricsFeed) -> None:
     api, operator = env
     first = deploy_v1(api, operator, prom, feed)
-    original = custom(api).get_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, "moons")["spec"]
+    original = get(api)["spec"]
     canary = start_canary(api, operator, feed, HEALTHY)
     wait_for("promotion", lambda: status(api).get("stableRevision") == canary, timeout=90, log=operator)
 
-    custom(api).patch_namespaced_custom_object(
-        GROUP,
-        VERSION,
-        NS,
-        PLURAL,
-        "moons",
+    patch(
+        api,
         {"metadata": {"annotations": {"planetgen.io/rollback-to": first}}},
     )
 
     def restored() -> Any:
-        body = custom(api).get_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, "moons")
+        body = get(api)
         s = body.get("status") or {}
         annotations = body["metadata"].get("annotations") or {}
         return s.get("stableRevision") == first and "planetgen.io/rollback-to" not in annotations and body
@@ -208,12 +199,8 @@ def test_operator_restart_mid_rollout_resumes_at_the_same_step(
     api, operator = env
     deploy_v1(api, operator, prom, feed)
     # An indefinite pause on the first step: the rollout must still be there after a restart.
-    custom(api).patch_namespaced_custom_object(
-        GROUP,
-        VERSION,
-        NS,
-        PLURAL,
-        "moons",
+    patch(
+        api,
         {
             "spec": {
                 "rollout": {
@@ -230,12 +217,8 @@ def test_operator_restart_mid_rollout_resumes_at_the_same_step(
     time.sleep(4.0)
     s = status(api)
     assert s["canaryRevision"] == canary and s["trafficPercent"] == 30, "no step lost or skipped"
-    custom(api).patch_namespaced_custom_object(
-        GROUP, VERSION, NS, PLURAL, "moons", {"metadata": {"annotations": {"planetgen.io/resume": "true"}}}
-    )
-    custom(api).patch_namespaced_custom_object(
-        GROUP, VERSION, NS, PLURAL, "moons", {"metadata": {"annotations": {"planetgen.io/promote": "true"}}}
-    )
+    patch(api, {"metadata": {"annotations": {"planetgen.io/resume": "true"}}})
+    patch(api, {"metadata": {"annotations": {"planetgen.io/promote": "true"}}})
     wait_for(
         "promotion after restart",
         lambda: status(api).get("stableRevision") == canary,

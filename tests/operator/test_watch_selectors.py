@@ -4,23 +4,19 @@ from __future__ import annotations
 
 import logging
 import time
+import urllib.parse
 from pathlib import Path
-from typing import Any
 
 import kopf
 import pytest
-from aiohttp import web
 from kopf._cogs.structs import references
-from kubernetes import client
-from tests.operator.cluster import Operator, cluster, operator
+from tests.operator.cluster import Cluster, Operator
 from tests.operator.test_render import run_cli
 
 import planet_operator.handlers  # noqa: F401  (registers the handlers)
 from planet_operator.handlers import children, lifecycle
 from planet_operator.kube import client as kube
-from planet_operator.kubeapi import server as apiserver
 
-__all__ = ["cluster", "operator"]  # fixtures
 OWNED = "app.kubernetes.io/managed-by=planetgen"
 #: Every child resource the operator watches ▶ the selector the API server must get.
 EXPECTED = {
@@ -34,6 +30,7 @@ EXPECTED = {
     ("batch", "v1", "jobs"): "planetgen.io/engine-key",
 }
 PIPELINES = ("planetgen.io", "v1alpha1", "planetpipelines")
+READS = ("get", "list", "watch")
 
 
 def _resource(group: str, version: str, plural: str) -> references.Resource:
@@ -83,41 +80,47 @@ def test_label_selector_syntax() -> None:
         children.label_selector({"a": lambda value, **_: True})
 
 
-@pytest.fixture
-def requests(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str, dict[str, str]]]:
-    """(method, path, query) of every resource request the embedded API server answers."""
-    seen: list[tuple[str, str, dict[str, str]]] = []
-    original = apiserver.APIServer._resource
-
-    async def recording(self: Any, request: web.Request, *args: Any) -> web.StreamResponse:
-        seen.append((request.method, request.path, dict(request.query)))
-        return await original(self, request, *args)
-
-    monkeypatch.setattr(apiserver.APIServer, "_resource", recording)
-    return seen
+Request = tuple[str, str, dict[str, str]]
 
 
-def test_operator_lists_and_watches_children_with_selectors(
-    requests: list[tuple[str, str, dict[str, str]]],
-    cluster: tuple[client.ApiClient, Path],
-    operator: Operator,
-) -> None:
-    plurals = {key[2]: selector for key, selector in EXPECTED.items()}
-    deadline = time.monotonic() + 40
-    while time.monotonic() < deadline:
-        watches = {path.rsplit("/", 1)[-1] for m, path, q in requests if m == "GET" and q.get("watch")}
-        if {*plurals, "planetpipelines"} <= watches:
-            break
-        time.sleep(0.2)
-    else:
-        raise AssertionError(
-            f"the operator did not watch every child: {requests}\n{operator.output()[-3000:]}"
-        )
-    reads = [(path, query) for method, path, query in requests if method == "GET"]
+def requests_of(cluster: Cluster, *, since: int) -> list[Request]:
+    """(verb, path, query) of every request the operator made, from the API server's audit log."""
+    seen: dict[str, Request] = {}
+    for event in list(cluster.control_plane.audit_events())[since:]:
+        if event.get("user", {}).get("username") != cluster.operator_user:
+            continue
+        uri = urllib.parse.urlsplit(event["requestURI"])
+        query = {key: values[-1] for key, values in urllib.parse.parse_qs(uri.query).items()}
+        # A watch is audited when its response starts and again when it ends: one request.
+        seen[event["auditID"]] = (event["verb"], uri.path, query)
+    return list(seen.values())
+
+
+def test_operator_lists_and_watches_children_with_selectors(cluster: Cluster, tmp_path: Path) -> None:
+    since = sum(1 for _ in cluster.control_plane.audit_events())
+    operator = Operator(cluster.operator_kubeconfig, tmp_path / "operator.log", cluster.namespace)
+    operator.start()
+    try:
+        plurals = {key[2]: selector for key, selector in EXPECTED.items()}
+        deadline = time.monotonic() + 40
+        while time.monotonic() < deadline:
+            requests = requests_of(cluster, since=since)
+            watches = {path.rsplit("/", 1)[-1] for verb, path, _ in requests if verb == "watch"}
+            if {*plurals, "planetpipelines"} <= watches:
+                break
+            time.sleep(0.5)
+        else:
+            raise AssertionError(
+                f"the operator did not watch every child: {requests}\n{operator.output()[-3000:]}"
+            )
+    finally:
+        operator.stop()
+    reads = [(path, query) for verb, path, query in requests_of(cluster, since=since) if verb in READS]
     for path, query in reads:
         plural = path.rsplit("/", 1)[-1]
         if plural in plurals:
             assert query.get("labelSelector") == plurals[plural], (path, query)
+            assert f"/namespaces/{cluster.namespace}/" in path, path
         if plural == "planetpipelines":
             assert "labelSelector" not in query, (path, query)
     # No scanning: neither CRDs nor namespaces are listed or watched.

@@ -18,6 +18,10 @@ Stop = Callable[[], bool]
 
 #: File in ``--engine-dir`` that lists engines (written by ``python -m planet_build``).
 MANIFEST = "manifest.json"
+#: Set on development nodes without CUDA (``planet dev up`` sets it): a TensorRT spec's build Job then
+#: writes ONNX Runtime engines under the operator's key, their manifest says so (``fallback``), and the
+#: generate predictor serves them, warning in its log. Unset, TensorRT without CUDA is an error.
+FALLBACK_ENV = "PLANET_ENGINE_FALLBACK"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,3 +122,24 @@ def read_manifest(engine_dir: Path | None, *, backend: str) -> dict[str, Any]:
             f"{path}: engines are for backend {manifest.get('backend')!r}, not {backend!r}"
         )
     return manifest
+
+
+def fallback_backend(backend: str, engine_dir: Path | None) -> tuple[str, str | None]:
+    """The backend (and precision) to serve: ``backend``, or the fallback the engine build recorded.
+
+    Only where :data:`FALLBACK_ENV` allows it, and only when the manifest in ``engine_dir`` says its
+    engines were built as that fallback; ``(backend, None)`` otherwise.
+    """
+    import os
+
+    allowed = os.environ.get(FALLBACK_ENV)
+    if backend != "tensorrt" or not allowed or engine_dir is None:
+        return backend, None
+    try:
+        manifest = json.loads((engine_dir / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return backend, None
+    recorded = manifest.get("fallback") if isinstance(manifest, dict) else None
+    if isinstance(recorded, dict) and manifest.get("backend") == allowed:
+        return allowed, str(manifest.get("precision", "fp32"))
+    return backend, None

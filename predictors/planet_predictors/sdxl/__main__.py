@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from planet_predictors import backends, config
-from planet_predictors.backends.base import BackendSettings
+from planet_predictors.backends.base import FALLBACK_ENV, BackendSettings, fallback_backend
 from planet_predictors.sdxl.model import SDXLModel
 from planet_predictors.serving import cli
 from planet_predictors.serving.cli import EXIT_UNAVAILABLE as EXIT_UNAVAILABLE
@@ -72,6 +72,14 @@ def build_model(args: argparse.Namespace) -> SDXLModel:
     backend_name = args.backend or (
         spec.engine.backend if args.pipeline_config and not args.preset else "torch"
     )
+    precision: str = spec.engine.precision
+    served, fallback_precision = fallback_backend(backend_name, args.engine_dir)
+    if served != backend_name:
+        log.warning(
+            "%s engines in %s were built as a fallback for %s (%s): serving them with %s %s",
+            served, args.engine_dir, backend_name, FALLBACK_ENV, served, fallback_precision,
+        )  # fmt: skip
+        backend_name, precision = served, fallback_precision or precision
     if args.lora:
         loras = tuple(parse_lora(v) for v in args.lora)
     else:
@@ -86,7 +94,7 @@ def build_model(args: argparse.Namespace) -> SDXLModel:
             model_dir=model_dir,
             backend=backend_name,
             device=args.device,
-            precision=spec.engine.precision,
+            precision=precision,
             scheduler=args.scheduler or spec.generation.scheduler,
             loras=loras,
             compile=args.compile,

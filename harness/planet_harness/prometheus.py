@@ -3,14 +3,14 @@
 The exporter publishes the predictor's metric names and labels (``planet_request_duration_seconds``,
 ``planet_errors_total``, ``planet_quality_score``); a background thread observes requests for every
 revision in :attr:`MetricsFeed.profiles`, so a test can make a canary healthy, erroring or slow and
-let the operator find out through real PromQL.
+let the operator find out through real PromQL. Used by the canary-rollout tests
+(``tests/operator/test_rollouts.py``); nothing in the product imports it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import shutil
-import socket
 import subprocess
 import threading
 import time
@@ -20,14 +20,9 @@ from types import TracebackType
 
 import prometheus_client
 
+from planet_harness.processes import free_port
+
 BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120)
-
-
-def free_port() -> int:
-    """A free TCP port on 127.0.0.1."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,1 +1,0 @@
-"""Test tooling shared by the test suite and the benchmarks (not used by the operator itself)."""
