@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import subprocess
 import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
 
 from planet_harness.controlplane import ControlPlane, kubeconfig
 from planet_harness.kubelet.network import Network
@@ -28,6 +33,7 @@ def start_kubelet(cluster: ControlPlane, images: Images, *, node: NodeConfig | N
     """Run the kubelet with a node's credentials (Node authorizer) and wait until its Node is Ready."""
     assert cluster.ca is not None
     node = node or NodeConfig()
+    release = _claim_the_pod_network(cluster.workdir)
     pair = cluster.ca.client(f"node-{node.name}", user=f"system:node:{node.name}", groups=("system:nodes",))
     config = kubeconfig(
         cluster.workdir / "kubelet.kubeconfig",
@@ -66,6 +72,7 @@ def start_kubelet(cluster: ControlPlane, images: Images, *, node: NodeConfig | N
     process.start()
     cluster.processes.append(process)
     cluster.on_stop.append(Network(prefix=PREFIX, cidr=POD_CIDR).sweep)
+    cluster.on_stop.append(release)  # after the sweep: the next stack finds a clean machine
     # A restarted stack finds its Node still Ready in etcd: wait for this kubelet's bridge too.
     process.wait_until(
         lambda: (
@@ -87,3 +94,32 @@ def start_kubelet(cluster: ControlPlane, images: Images, *, node: NodeConfig | N
         what=f"node {node.name} Ready",
     )
     return process
+
+
+def _claim_the_pod_network(workdir: Path) -> Callable[[], None]:
+    """Claim the machine's pod network: one stack per machine, refused clearly otherwise.
+
+    The bridge, prefix and CIDR are fixed, and a second kubelet would sweep the first one's
+    namespaces. The lock dies with the process that holds it.
+    """
+    path = Path(tempfile.gettempdir()) / f"planetgen-{PREFIX}-network.lock"
+    handle = path.open("a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise RuntimeError(
+            f"another planetgen stack is running on this machine ({holder}); stop it first"
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()}, state {workdir}\n")
+    handle.flush()
+
+    def release() -> None:
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()
+
+    return release

@@ -50,9 +50,15 @@ MANIFEST: dict[str, Any] = {
                 {"type": "resize", "width": 336, "height": 144, "filter": "lanczos"},
             ],
         },
-        # A compiled backend: the operator's build Job (a pod on the node) fetches the weights with the
-        # storage initializer and compiles ONNX Runtime engines; both predictors serve them.
-        "engine": {"backend": "onnxruntime", "precision": "fp32", "batchSizes": [1]},
+        # The reference spec's engine: TensorRT for an H100. The build Job (a pod on the node) fetches
+        # the weights with the storage initializer; this node has no CUDA, so its declared fallback
+        # compiles ONNX Runtime engines under the operator's key and the generate predictor serves them.
+        "engine": {
+            "backend": "tensorrt",
+            "precision": "fp16",
+            "batchSizes": [1],
+            "gpuProduct": "NVIDIA-H100-80GB-HBM3",
+        },
         "serving": {
             "maxBatchWaitMs": 10,
             "lanes": {"final": {"steps": 2, "priority": 10}, "draft": {"steps": 1}},
@@ -143,7 +149,13 @@ def test_user_journey(dev: devstack.DevStack) -> None:
     )["items"]
     assert {c["name"] for p in pods for c in p["spec"].get("initContainers", [])} == {"storage-initializer"}
     args = " ".join(a for p in pods for c in p["spec"]["containers"] for a in c.get("args", []))
-    assert args.count("--backend=onnxruntime") == 2 and "--engine-dir=" in args
+    assert args.count("--backend=tensorrt") == 2 and "--engine-dir=" in args
+    # The fallback is said, not silent: in the build's log and the generate predictor's.
+    logs = dev.cluster.workdir / "kubelet" / "pods"
+    [build_log] = logs.glob(f"{NS}_{job['metadata']['name']}-*/build.log")
+    assert "PLANET_ENGINE_FALLBACK=onnxruntime builds onnxruntime fp32 engines" in build_log.read_text()
+    [generate_log] = logs.glob(f"{NS}_e2e-planets-generate-predictor-*/kserve-container.log")
+    assert "built as a fallback for tensorrt" in generate_log.read_text()
 
     # Through status.url: generate ▶ KServe's router ▶ upscale chain ▶ the final 21:9 image.
     answer = until(dev, "the pipeline answers", lambda: _answer(dev, status["url"], PROMPT), timeout=180)

@@ -190,7 +190,8 @@ def test_a_node_without_cuda_may_fall_back_to_onnxruntime_under_the_operators_ke
         pytest.skip("this machine has CUDA: TensorRT builds for real")
     flags = [*TINY, "--preset-dir", str(preset_dir), "--cache-dir", str(tmp_path)]
     flags[flags.index("--backend") + 1], flags[flags.index("--precision") + 1] = "tensorrt", "fp16"
-    flags += ["--expect-key", "ab" * 32]
+    # A gpuProduct too, as the reference spec has: nothing may touch CUDA on the way to the fallback.
+    flags += ["--expect-key", "ab" * 32, "--gpu-product", "NVIDIA-H100-80GB-HBM3"]
     monkeypatch.setenv(FALLBACK_ENV, "onnxruntime")
     done = builder(*flags)
     assert done.returncode == 0, done.stdout + done.stderr
