@@ -267,11 +267,19 @@ class ControlPlane:
     # --- clients ------------------------------------------------------------------------------
 
     def kubectl(
-        self, *args: str, input: str | None = None, check: bool = True, kubeconfig: Path | None = None
+        self,
+        *args: str,
+        input: str | None = None,
+        check: bool = True,
+        kubeconfig: Path | None = None,
+        timeout: float = 120,
     ) -> subprocess.CompletedProcess[str]:
         """Run the real kubectl against this cluster (admin unless ``kubeconfig`` says otherwise)."""
         command = [str(components.binary("kubectl")), f"--kubeconfig={kubeconfig or self.kubeconfig}", *args]
-        result = subprocess.run(command, input=input, capture_output=True, text=True, timeout=120)
+        try:
+            result = subprocess.run(command, input=input, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise KubectlError(f"kubectl {' '.join(args)}: no answer within {timeout:.0f} s") from None
         if check and result.returncode != 0:
             raise KubectlError(
                 f"kubectl {' '.join(args)} failed ({result.returncode}):\n{result.stderr.strip()}"

@@ -23,7 +23,7 @@ from typing import Any
 
 from planet_harness import models
 from planet_harness import stack as harness
-from planet_harness.controlplane import ControlPlane
+from planet_harness.controlplane import ControlPlane, KubectlError
 from planet_harness.kubelet.node import Images
 from planet_predictors.backends.base import FALLBACK_ENV
 
@@ -111,7 +111,15 @@ def install_operator(cluster: ControlPlane, options: Options) -> None:
         f"--set=operator.resyncSeconds={options.resync_seconds}",
         *(f"--set={value}" for value in options.values),
     )
-    cluster.kubectl("rollout", "status", f"deployment/{RELEASE}", "-n", NAMESPACE, "--timeout=180s")
+    try:
+        cluster.kubectl(
+            "rollout", "status", f"deployment/{RELEASE}", "-n", NAMESPACE, "--timeout=180s", timeout=200
+        )
+    except KubectlError as exc:
+        # Name the component and quote its log, as for every other part of the stack.
+        logs = sorted((cluster.workdir / "kubelet" / "pods").glob(f"{NAMESPACE}_{RELEASE}-*/operator.log"))
+        tail = "\n".join(logs[-1].read_text(errors="replace").splitlines()[-20:]) if logs else "(no log)"
+        raise RuntimeError(f"the operator pod did not become Ready: {exc}\noperator log:\n{tail}") from None
 
 
 def write_env(path: Path, *, kubeconfig: Path, proxy: str) -> Path:

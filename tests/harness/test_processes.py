@@ -42,3 +42,21 @@ def test_a_killed_process_is_restarted_and_a_stopped_one_is_not(tmp_path: Path) 
     finally:
         supervisor.stop()
         process.stop(timeout=5)
+
+
+def test_a_pod_mount_over_tmp_keeps_a_checkout_that_lives_there(tmp_path: Path) -> None:
+    """A chart's /tmp emptyDir must not hide the program: a checkout (and venv) may live under /tmp."""
+    import subprocess
+
+    from planet_harness.kubelet.container import mount_script
+
+    checkout = tmp_path / "checkout"
+    (checkout / "bin").mkdir(parents=True)
+    (checkout / "bin" / "prog.sh").write_text("echo alive\n")
+    empty = tmp_path / "emptydir"
+    empty.mkdir()
+    top = "/" + tmp_path.parts[1]  # /tmp
+    lines = mount_script([(empty, top, False)], tmp_path / "scratch", keep=[checkout])
+    script = "\n".join([*lines, f"sh {checkout}/bin/prog.sh", f"test ! -e {tmp_path}/emptydir"])
+    done = subprocess.run(["unshare", "--mount", "--", "sh", "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.strip() == "alive", done.stderr

@@ -15,6 +15,7 @@ import re
 import shlex
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -34,8 +35,26 @@ def expand(text: str, env: Mapping[str, str]) -> str:
     return _VAR.sub(one, text)
 
 
-def mount_script(mounts: list[tuple[Path, str, bool]], scratch: Path) -> list[str]:
-    """Shell lines that make ``(source, target, read_only)`` mounts inside a private mount namespace."""
+def programs() -> list[Path]:
+    """What every container's process needs to see: the interpreter, the venv and this checkout.
+
+    A real container has an image for a root; here a pod's ``/tmp`` emptyDir would otherwise hide a
+    checkout (and its venv) that lives under ``/tmp``.
+    """
+    found = {Path(sys.prefix), Path(sys.base_prefix), Path(sys.executable).resolve().parent}
+    found.add(Path(__file__).resolve().parents[3])
+    return sorted(found)
+
+
+def mount_script(
+    mounts: list[tuple[Path, str, bool]], scratch: Path, *, keep: list[Path] | None = None
+) -> list[str]:
+    """Shell lines that make ``(source, target, read_only)`` mounts inside a private mount namespace.
+
+    A path in ``keep`` that a mount would hide is put back on top of it (through a descriptor opened
+    before the mount), so the container's program still runs.
+    """
+    keep = programs() if keep is None else keep
     lines = ["set -e", "mount --make-rprivate /"]
     overlaid: set[str] = set()
     binds: list[str] = []
@@ -64,10 +83,19 @@ def mount_script(mounts: list[tuple[Path, str, bool]], scratch: Path) -> list[st
     # Like runc: parents before children (KServe mounts its emptyDir at /mnt and others under it),
     # and read-only last, so a mount point can still be made inside a parent mounted read-only.
     read_only_last: list[str] = []
+    descriptors = iter(range(3, 10))  # what sh can open: one per hidden path
     for source, target, read_only in sorted(mounts, key=lambda m: (hides(m[1]), len(Path(m[1]).parts))):
         quoted = shlex.quote(target)
+        hidden = [k for k in keep if Path(target) in k.parents and k.is_dir()]
+        kept = [(next(descriptors), k) for k in hidden]
+        binds += [f"exec {fd}< {shlex.quote(str(k))}" for fd, k in kept]
         binds.append(f"mkdir -p {quoted}" if source.is_dir() else f"touch {quoted}")
         binds.append(f"mount --bind {shlex.quote(str(source))} {quoted}")
+        for fd, k in kept:
+            binds += [
+                f"mkdir -p {shlex.quote(str(k))}",
+                f"mount --no-canonicalize --bind /proc/self/fd/{fd} {shlex.quote(str(k))}",
+            ]
         if read_only:
             read_only_last.append(f"mount -o remount,bind,ro {quoted}")
     return lines + binds + read_only_last
