@@ -23,13 +23,11 @@ from typing import Any
 
 from planet_harness import models
 from planet_harness import stack as harness
+from planet_harness.cluster import CHART, PIPELINE_CRD
 from planet_harness.controlplane import ControlPlane, KubectlError
 from planet_harness.kubelet.node import Images
 from planet_predictors.backends.base import FALLBACK_ENV
 
-ROOT = Path(__file__).resolve().parents[2]
-CHART = ROOT / "charts" / "planetgen"
-CRD = ROOT / "crds" / "planetpipelines.planetgen.io.yaml"
 RELEASE = "planetgen"
 NAMESPACE = "planetgen-system"
 #: Every image the project publishes starts with this; each runs from the pod spec's command.
@@ -94,7 +92,7 @@ def engine_claim(namespace: str) -> dict[str, Any]:
 
 def install_operator(cluster: ControlPlane, options: Options) -> None:
     """CRD first (Helm never upgrades CRDs), then the chart; wait for the operator pod to be Ready."""
-    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD))
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(PIPELINE_CRD))
     cluster.kubectl(
         "wait", "--for=condition=Established", "crd/planetpipelines.planetgen.io", "--timeout=60s"
     )
