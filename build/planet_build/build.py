@@ -50,9 +50,10 @@ def run(request: BuildRequest, reporter: Reporter) -> Outcome:
             trt_version = trt_engine.preflight(request.precision, quantized_dir=request.quantized_onnx)
         except UsageError as exc:
             fallback = _fallback(exc)
-        warning = trt_engine.gpu_product_warning(request.gpu_product) if fallback is None else None
-        if warning:
-            reporter.warn(warning)
+        else:  # only a machine that can build TensorRT has a GPU product to compare
+            warning = trt_engine.gpu_product_warning(request.gpu_product)
+            if warning:
+                reporter.warn(warning)
     if fallback is not None:
         # The operator's key, so its predictors find this entry; what is in it, the manifest says.
         key, trt_spelling = request.expect_key or request.key(None), None

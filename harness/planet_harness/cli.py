@@ -11,11 +11,14 @@ import argparse
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from planet_harness import devstack
 
 
 class Stopped(Exception):
@@ -73,6 +76,29 @@ def build_components() -> None:
         components.build(component, say=say)
 
 
+def with_stack(
+    options: devstack.Options, work: Callable[[devstack.DevStack, threading.Event], int], *, on_signal: int
+) -> int:
+    """Build, start the stack, run ``work`` on it, stop it all; what ``dev up`` and ``demo`` share.
+
+    A signal returns ``on_signal``; a component that failed to build or start returns 1, its name and
+    log tail being in the message.
+    """
+    from planet_harness import devstack
+
+    with stop_on_signals() as stopping:
+        try:
+            build_components()
+            with devstack.up(options, say=say) as dev:
+                return work(dev, stopping)
+        except Stopped as why:
+            say(f"{why}: stopped everything")
+            return on_signal
+        except (RuntimeError, TimeoutError, FileNotFoundError) as exc:
+            say(f"error: {exc}")
+            return 1
+
+
 def run_up(args: argparse.Namespace) -> int:
     """Run until a signal; 1 with the failing component's log tail when something does not start."""
     from planet_harness import devstack
@@ -80,24 +106,17 @@ def run_up(args: argparse.Namespace) -> int:
     options = devstack.Options(
         state_dir=args.state_dir, resync_seconds=args.resync, values=tuple(args.values)
     )
-    with stop_on_signals() as stopping:
-        try:
-            build_components()
-            with devstack.up(options, say=say) as dev:
-                say(f"  . {dev.env_file}    # KUBECONFIG and PLANET_PROXY")
-                say("  kubectl apply -f examples/minimal.yaml && kubectl get pp -w")
-                say('  curl --proxy "$PLANET_PROXY" "$(kubectl get pp NAME -o jsonpath=\'{.status.url}\')"')
-                say(f"  logs: {dev.cluster.logs}; pods' logs: {dev.cluster.workdir / 'kubelet'}")
-                say("Ctrl-C (or SIGTERM, SIGHUP) stops every process and removes every namespace and link")
-                while not stopping.wait(3600):
-                    pass
-        except Stopped as why:
-            say(f"{why}: stopped everything")
-            return 0
-        except (RuntimeError, TimeoutError, FileNotFoundError) as exc:
-            # A component that failed to build or start: its name and log tail are in the message.
-            say(f"error: {exc}")
-            return 1
+    return with_stack(options, _serve, on_signal=0)
+
+
+def _serve(dev: devstack.DevStack, stopping: threading.Event) -> int:
+    say(f"  . {dev.env_file}    # KUBECONFIG and PLANET_PROXY")
+    say("  kubectl apply -f examples/minimal.yaml && kubectl get pp -w")
+    say('  curl --proxy "$PLANET_PROXY" "$(kubectl get pp NAME -o jsonpath=\'{.status.url}\')"')
+    say(f"  logs: {dev.cluster.logs}; pods' logs: {dev.cluster.workdir / 'kubelet'}")
+    say("Ctrl-C (or SIGTERM, SIGHUP) stops every process and removes every namespace and link")
+    while not stopping.wait(3600):
+        pass
     return 0
 
 

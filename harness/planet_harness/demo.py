@@ -30,7 +30,7 @@ from typing import Any
 import yaml
 
 from planet_harness import devstack
-from planet_harness.cli import Stopped, build_components, say, stop_on_signals
+from planet_harness.cli import say, with_stack
 from planet_harness.controlplane import ControlPlane
 
 #: Structured prompts: color ▶ atmosphere ▶ moons ▶ sky, as the reference workload writes them.
@@ -88,17 +88,8 @@ def run(args: argparse.Namespace) -> int:
         rollout=not args.no_rollout,
         state_dir=args.state_dir,
     )
-    with stop_on_signals():
-        try:
-            build_components()
-            with devstack.up(devstack.Options(state_dir=options.state_dir), say=say) as dev:
-                return Demo(dev, options).run()
-        except Stopped as why:
-            say(f"{why}: stopped everything")
-            return 130
-        except (RuntimeError, TimeoutError) as exc:
-            say(f"error: {exc}")
-            return 1
+    stack = devstack.Options(state_dir=options.state_dir)
+    return with_stack(stack, lambda dev, _stopping: Demo(dev, options).run(), on_signal=130)
 
 
 class Demo:

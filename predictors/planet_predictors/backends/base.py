@@ -5,6 +5,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import json
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -130,16 +131,13 @@ def fallback_backend(backend: str, engine_dir: Path | None) -> tuple[str, str | 
     Only where :data:`FALLBACK_ENV` allows it, and only when the manifest in ``engine_dir`` says its
     engines were built as that fallback; ``(backend, None)`` otherwise.
     """
-    import os
-
     allowed = os.environ.get(FALLBACK_ENV)
     if backend != "tensorrt" or not allowed or engine_dir is None:
         return backend, None
     try:
-        manifest = json.loads((engine_dir / MANIFEST).read_text())
-    except (OSError, ValueError):
+        manifest = read_manifest(engine_dir, backend=allowed)
+    except BackendUnavailable:  # TensorRT engines (or none): the TensorRT backend says what is wrong
         return backend, None
-    recorded = manifest.get("fallback") if isinstance(manifest, dict) else None
-    if isinstance(recorded, dict) and manifest.get("backend") == allowed:
+    if isinstance(manifest.get("fallback"), dict):
         return allowed, str(manifest.get("precision", "fp32"))
     return backend, None
