@@ -73,7 +73,27 @@ def apply(cluster: ControlPlane, namespace: str, *objects: dict[str, Any]) -> No
 
 def test_deployment_pod_serves_on_its_own_address(node: ControlPlane) -> None:
     node.kubectl("create", "namespace", "web")
-    node.kubectl("create", "deployment", "web", "-n", "web", f"--image={HTTP}", "--port=8080")
+    # Without a readiness probe a pod is Ready once its process starts (as on a real kubelet),
+    # before http.server listens; the probe makes Ready mean "serving".
+    deployment = json.loads(
+        node.kubectl(
+            "create",
+            "deployment",
+            "web",
+            "-n",
+            "web",
+            f"--image={HTTP}",
+            "--port=8080",
+            "--dry-run=client",
+            "-o",
+            "json",
+        ).stdout
+    )
+    deployment["spec"]["template"]["spec"]["containers"][0]["readinessProbe"] = {
+        "tcpSocket": {"port": 8080},
+        "periodSeconds": 1,
+    }
+    apply(node, "web", deployment)
     node.kubectl("expose", "deployment", "web", "-n", "web", "--port=80", "--target-port=8080")
     ready = until(
         "a ready pod",
