@@ -20,6 +20,7 @@ HERE = Path(__file__).resolve().parent
 SUITES: dict[str, list[str]] = {
     "predictor": [str(HERE / "predictor.py")],
     "upscaler": [str(HERE / "upscaler.py")],
+    "encoding": [str(HERE / "encoding.py")],
     "engines": [str(HERE / "engines.py")],
     "operator_scale": [str(HERE / "operator_scale.py"), "--sizes", "100", "500", "1000", "--steady", "60"],
     "autoscaling_sim": [str(HERE / "autoscaling_sim.py")],

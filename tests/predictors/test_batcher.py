@@ -291,3 +291,79 @@ def test_capacity_is_the_queue_bound_and_the_shed_depth_for_lower_lanes() -> Non
 def test_settings_the_scheduler_cannot_run_with_are_refused(options: dict[str, object]) -> None:
     with pytest.raises(ValueError, match=next(iter(options))):
         make(FakeBackend(), **options)
+
+
+# A wait this long would blow every bound below: a test passes only if nothing waited for it.
+LONG_WAIT = 30.0
+
+
+async def test_a_lone_request_on_an_idle_device_starts_at_once() -> None:
+    backend = FakeBackend()
+    batcher, _, _ = make(backend, max_wait=LONG_WAIT)
+    for i in range(3):  # one closed-loop client: each request alone, none waits for partners
+        assert (await asyncio.wait_for(batcher.submit(i, lane="final", key="k"), 5)).value == 2 * i
+    assert backend.calls == [[0], [1], [2]]
+    await batcher.close()
+
+
+async def test_requests_that_arrive_together_on_an_idle_device_start_together() -> None:
+    backend = FakeBackend()
+    batcher, _, _ = make(backend, max_wait=LONG_WAIT)
+    burst = asyncio.gather(*(batcher.submit(i, lane="final", key="k") for i in range(3)))
+    await asyncio.wait_for(burst, 5)
+    assert backend.calls == [[0, 1, 2]]
+    await batcher.close()
+
+
+async def test_a_returning_crowd_is_waited_for_then_starts_without_the_full_wait() -> None:
+    backend = FakeBackend()
+    batcher, _, _ = make(backend, max_wait=LONG_WAIT)
+    await asyncio.gather(*(batcher.submit(i, lane="final", key="k") for i in range(3)))
+    # Three clients were answered together; the first one back waits for the other two...
+    first = asyncio.ensure_future(batcher.submit(10, lane="final", key="k"))
+    await asyncio.sleep(0.2)
+    assert batcher.queued() == 1 and len(backend.calls) == 1
+    # ...and the batch starts as soon as the crowd is back, though it is below max_batch_size.
+    rest = [asyncio.ensure_future(batcher.submit(i, lane="final", key="k")) for i in (11, 12)]
+    await asyncio.wait_for(asyncio.gather(first, *rest), 5)
+    assert backend.calls == [[0, 1, 2], [10, 11, 12]]
+    await batcher.close()
+
+
+async def test_a_request_streaming_in_while_the_device_works_waits_for_a_partner() -> None:
+    backend = FakeBackend()
+    backend.gate.clear()  # the first batch holds one of the two slots
+    lanes = [LaneConfig("final", max_concurrency=2, priority=10)]
+    metrics = Metrics(pipeline="p", revision="r", registry=CollectorRegistry())
+    batcher: Batcher[int, int] = Batcher(
+        backend, lanes=lanes, metrics=metrics, max_batch_size=2, max_wait=LONG_WAIT, device_slots=2
+    )
+    running = asyncio.ensure_future(batcher.submit(0, lane="final", key="k"))
+    await asyncio.sleep(0.05)
+    second = asyncio.ensure_future(batcher.submit(1, lane="final", key="k"))
+    await asyncio.sleep(0.2)
+    assert batcher.queued() == 1  # a free slot, yet it waits: requests are arriving
+    third = asyncio.ensure_future(batcher.submit(2, lane="final", key="k"))
+    await asyncio.sleep(0.05)
+    assert batcher.queued() == 0  # the batch is full: it starts
+    backend.gate.set()
+    await asyncio.wait_for(asyncio.gather(running, second, third), 5)
+    assert sorted(backend.calls) == [[0], [1, 2]]
+    await batcher.close()
+
+
+async def test_a_request_queued_behind_a_crowd_waits_for_it_to_come_back() -> None:
+    backend = FakeBackend()
+    backend.gate.clear()
+    batcher, _, _ = make(backend, max_wait=1.0)
+    crowd = asyncio.gather(*(batcher.submit(i, lane="final", key="k") for i in range(3)))
+    await asyncio.sleep(0.05)
+    late = asyncio.ensure_future(batcher.submit(3, lane="final", key="k"))
+    await asyncio.sleep(1.5)  # longer than max_wait: the late request is overdue when the device frees
+    backend.gate.set()
+    await asyncio.wait_for(crowd, 5)
+    # The crowd's clients send again at once; the late request joins them instead of running alone.
+    again = asyncio.gather(*(batcher.submit(i, lane="final", key="k") for i in (10, 11, 12)))
+    await asyncio.wait_for(asyncio.gather(late, again), 5)
+    assert backend.calls == [[0, 1, 2], [3, 10, 11, 12]]
+    await batcher.close()

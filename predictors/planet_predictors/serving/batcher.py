@@ -12,8 +12,18 @@ Policy (written down because clients and the autoscaler depend on it):
   (they are never started ahead of a queued final).
 * **Batching**: a batch takes the oldest request of the chosen lane plus every queued request of the
   same lane with the same ``key`` (size, steps, guidance...), up to ``max_batch_size``. A partial
-  batch waits until its oldest request has waited ``max_wait`` — unless other work is waiting
-  for the device, in which case waiting would only add latency.
+  batch waits for partners only when they are likely, for at most ``max_wait``:
+
+  - right after a batch finished (its oldest request arrived before, or within ``max_wait`` after,
+    that finish), while it is smaller than the crowd then running or queued: closed-loop clients
+    come back together. ``max_wait`` counts from that finish or its oldest arrival, whichever is
+    later, so clients that fell out of step are gathered into one batch again;
+  - otherwise, when one of its requests arrived within ``max_wait`` of the previous arrival while a
+    batch was running (requests are streaming in), until its oldest request has waited ``max_wait``.
+
+  A lone request on an idle device starts at once, requests that arrived together start together,
+  and a partial batch starts at once while other work waits for the device (waiting would only add
+  latency). While every device slot is busy nothing starts, so requests gather into batches anyway.
 * **Caps**: ``max_concurrency`` batches per lane and ``device_slots`` batches in all (1 per GPU).
 * **Abandoned work**: a request whose client disconnects, or that times out, leaves its queue at
   once (its slot and ``planet_queue_depth`` are freed, the scheduler is woken). A running batch
@@ -69,6 +79,8 @@ class Ticket(Generic[T, R]):
     gone: Callable[[], bool]
     enqueued: float
     started: float | None = None
+    #: Arrived within ``max_wait`` of the previous request while a batch was running.
+    crowded: bool = False
 
     def abandoned(self) -> bool:
         """True when nobody will read the result (also read from the device thread)."""
@@ -127,6 +139,12 @@ class Batcher(Generic[T, R]):
         }
         self._running: dict[str, int] = dict.fromkeys(self.lanes, 0)
         self._busy = 0
+        self._inflight = 0  # requests in running batches
+        self._last_arrival = -math.inf
+        # When the last batch finished and how many requests were running or queued then: the crowd
+        # likely to be back within max_wait (a closed-loop client resends as soon as it is answered).
+        self._wave_end = -math.inf
+        self._wave_size = 0
         self._closing = False
         self._batch_seconds = 1.0  # EWMA, seeds Retry-After before the first batch
         self._wake = asyncio.Event()
@@ -226,7 +244,10 @@ class Batcher(Generic[T, R]):
                 )
             )
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
-        ticket = Ticket(payload, lane, key, future, gone, time.monotonic())
+        now = time.monotonic()
+        crowded = self._inflight > 0 and now - self._last_arrival <= self.max_wait
+        self._last_arrival = now
+        ticket = Ticket(payload, lane, key, future, gone, now, crowded=crowded)
         queue.append(ticket)
         self.metrics.set_queue_depth(lane, len(queue))
         self._wake.set()
@@ -288,15 +309,29 @@ class Batcher(Generic[T, R]):
             queue = self._queues[lane]
             head = queue[0]
             batch = [t for t in queue if t.key == head.key][: self.max_batch_size]
-            wait = head.enqueued + self.max_wait - time.monotonic()
             others_waiting = len(batch) < self.queued()
-            if len(batch) < self.max_batch_size and wait > 0 and not others_waiting:
-                return wait
+            if len(batch) < self.max_batch_size and not others_waiting:
+                wait = self._partner_wait(batch)
+                if wait > 0:
+                    return wait
             for ticket in batch:
                 queue.remove(ticket)
             self.metrics.set_queue_depth(lane, len(queue))
             self._start(lane, batch)
         return None
+
+    def _partner_wait(self, batch: Sequence[Ticket[T, R]]) -> float:
+        """Seconds a partial ``batch`` should still wait for partners; 0 or less: start it now."""
+        head = batch[0]
+        if head.enqueued - self._wave_end <= self.max_wait:  # a crowd was just answered
+            if len(batch) >= self._wave_size:
+                return 0.0
+            since = max(head.enqueued, self._wave_end)
+        elif any(t.crowded for t in batch):
+            since = head.enqueued
+        else:
+            return 0.0
+        return since + self.max_wait - time.monotonic()
 
     def _drop_abandoned(self) -> None:
         for lane, queue in self._queues.items():
@@ -326,6 +361,7 @@ class Batcher(Generic[T, R]):
             ticket.started = now
             self.metrics.observe(lane, "queue", now - ticket.enqueued)
         self._busy += 1
+        self._inflight += len(batch)
         self._running[lane] += 1
         self.metrics.add_inflight(lane, len(batch))
         task = asyncio.get_running_loop().create_task(self._execute(lane, batch))
@@ -352,7 +388,9 @@ class Batcher(Generic[T, R]):
             elapsed = time.monotonic() - started
             self._batch_seconds = 0.7 * self._batch_seconds + 0.3 * elapsed
         finally:
+            self._wave_end, self._wave_size = time.monotonic(), self._inflight + self.queued()
             self._busy -= 1
+            self._inflight -= len(batch)
             self._running[lane] -= 1
             self.metrics.add_inflight(lane, -len(batch))
             self._wake.set()
