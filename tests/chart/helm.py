@@ -150,6 +150,10 @@ def operator_api_use(*, peered: bool, clusterwide: bool) -> set[Rule]:
         resource = getattr(resources, constant)
         plural = f"{resource.plural}/{sub}" if sub else resource.plural
         needed.add((resource.group, plural, verb))
+    # apply.ensure's patch may change a child's ownerReferences (a takeover, a re-created pipeline,
+    # a shared Job's next owner): OwnerReferencesPermissionEnforcement then checks ``delete`` on it.
+    if "patch" in variable_verbs:
+        variable_verbs.add("delete")
     for api_version, kind in _rendered_kinds():
         resource = resources.BY_KIND[(api_version, kind)]
         needed |= {(resource.group, resource.plural, verb) for verb in variable_verbs}

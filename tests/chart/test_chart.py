@@ -10,6 +10,7 @@ import jsonschema
 import pytest
 import yaml
 from tests.chart import helm
+from tests.conftest import ROOT
 
 helm_python = pytest.importorskip("helm_python")
 kubernetes_validate = pytest.importorskip("kubernetes_validate")
@@ -19,7 +20,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "ha-off": {"replicas": 1},
     "namespaced": {"watchNamespaces": ["team-a", "team-b"]},
     "monitoring": {
-        "metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "kube-prometheus"}}},
+        "metrics": {
+            "serviceMonitor": {"enabled": True, "labels": {"release": "kube-prometheus"}},
+            "podMonitor": {"enabled": True, "labels": {"release": "kube-prometheus"}},
+        },
         "prometheusRule": {"enabled": True, "queueDepthThreshold": 50},
     },
     "no-netpol": {"networkPolicy": {"enabled": False}},
@@ -156,7 +160,8 @@ def test_namespaced_rbac_grants_nothing_on_pipelines_cluster_wide() -> None:
     objects = helm.render(VARIANTS["namespaced"])
     # Not even for Kopf: its CRD and namespace scanning is off.
     assert helm.of_kind(objects, "ClusterRole") == [] and helm.of_kind(objects, "ClusterRoleBinding") == []
-    assert sorted(r["metadata"]["namespace"] for r in helm.of_kind(objects, "Role")) == ["team-a", "team-b"]
+    roles = [r for r in helm.of_kind(objects, "Role") if not _uninstall_hook(r)]
+    assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
     args = container(objects)["args"]
     assert "--namespace=team-a" in args and "--namespace=team-b" in args
     assert "--all-namespaces" not in args
@@ -411,6 +416,37 @@ def test_service_monitor_scrapes_the_metrics_service() -> None:
     assert helm.of_kind(helm.render(), "ServiceMonitor") == []
 
 
+def test_pod_monitor_scrapes_the_predictor_pods_the_operator_makes() -> None:
+    from planet_operator.api import validation
+    from planet_operator.builders import children, plan
+
+    monitor = helm.one(helm.render(VARIANTS["monitoring"]), "PodMonitor")
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert monitor["spec"]["namespaceSelector"] == {"any": True}
+    document = yaml.safe_load((ROOT / "examples" / "minimal.yaml").read_text())
+    spec = validation.parse(document).spec
+    for mode in ("standard", "knative"):
+        isvc = next(
+            o
+            for o in children.build_all(plan.single("p", "ns", spec, "r1", mode=mode))
+            if o["kind"] == "InferenceService"
+        )
+        predictor = isvc["spec"]["predictor"]
+        # KServe puts the predictor's labels on its pods, and its own serving.kserve.io/inferenceservice.
+        pod_labels = {**predictor["labels"], "serving.kserve.io/inferenceservice": isvc["metadata"]["name"]}
+        assert monitor["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+        [expression] = monitor["spec"]["selector"]["matchExpressions"]
+        assert expression["key"] in pod_labels and expression["operator"] == "Exists"
+    ports = [e["port"] for e in monitor["spec"]["podMetricsEndpoints"]]
+    # Standard mode: the model server's named port; Knative mode: KServe's aggregate port on queue-proxy.
+    assert ports == [predictor["containers"][0]["ports"][0]["name"], "aggr-metric"]
+    namespaced = helm.one(
+        helm.render({**VARIANTS["monitoring"], "watchNamespaces": ["a", "b"]}), "PodMonitor"
+    )
+    assert namespaced["spec"]["namespaceSelector"] == {"matchNames": ["a", "b"]}
+    assert helm.of_kind(helm.render(), "PodMonitor") == []
+
+
 def test_prometheus_rule_alerts_on_real_metric_names() -> None:
     objects = helm.render(VARIANTS["monitoring"])
     rule = helm.one(objects, "PrometheusRule")
@@ -473,3 +509,109 @@ def test_chart_crds_equal_planet_crds() -> None:
         crds = chart.crds
     assert [c["filename"] for c in crds] == [f"planetgen/crds/{generate.CRD_FILE}"]
     assert crds[0]["data"] == generate.crds_yaml()
+
+
+# --- The uninstall hook: pipelines can still be deleted once the operator is gone ---------------
+
+
+def _uninstall_hook(obj: dict[str, Any]) -> bool:
+    return bool(obj["metadata"].get("labels", {}).get("app.kubernetes.io/component") == "uninstall")
+
+
+def _hook_calls() -> set[tuple[str, str, str]]:
+    """(resources constant, its module, verb) of every client call of `planet release-finalizers`."""
+    import ast
+
+    from planet_operator.cli import release_finalizers
+
+    out: set[tuple[str, str, str]] = set()
+    from tests.conftest import ROOT
+
+    tree = ast.parse((ROOT / "operator/planet_operator/cli/release_finalizers.py").read_text())
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.args):
+            continue
+        if getattr(node.func.value, "id", "") != "client" or node.func.attr not in helm.CLIENT_VERBS:
+            continue
+        first = node.args[0]
+        if isinstance(first, ast.Attribute):
+            out.add((first.attr, "resources", helm.CLIENT_VERBS[node.func.attr]))
+        else:
+            assert isinstance(first, ast.Name), ast.dump(first)
+            assert hasattr(release_finalizers, first.id)
+            out.add((first.id, "release_finalizers", helm.CLIENT_VERBS[node.func.attr]))
+    return out
+
+
+def _hook_needs() -> tuple[set[helm.Rule], set[helm.Rule]]:
+    """What the hook needs (in the release namespace, where the operator watches), from its code."""
+    from planet_operator.cli import release_finalizers
+    from planet_operator.kube import resources
+
+    local: set[helm.Rule] = set()
+    watched: set[helm.Rule] = set()
+    for constant, module, verb in _hook_calls():
+        resource = getattr(resources if module == "resources" else release_finalizers, constant)
+        # The operator's Deployment and pods are in the release namespace; the pipelines are where it watches.
+        (watched if resource == resources.PIPELINES else local).add((resource.group, resource.plural, verb))
+    return local, watched
+
+
+def _hook_grants(objects: list[dict[str, Any]], namespace: str | None) -> set[helm.Rule]:
+    job = next(o for o in helm.of_kind(objects, "Job") if _uninstall_hook(o))
+    sa = job["spec"]["template"]["spec"]["serviceAccountName"]
+    out: set[helm.Rule] = set()
+    roles = {
+        (r["kind"], r["metadata"]["name"], r["metadata"].get("namespace")): r for r in objects if "rules" in r
+    }
+    for binding in helm.of_kind(objects, "ClusterRoleBinding") + helm.of_kind(objects, "RoleBinding"):
+        bound = binding["metadata"].get("namespace")
+        if bound not in (None, namespace) or not any(s["name"] == sa for s in binding["subjects"]):
+            continue
+        ref = binding["roleRef"]
+        role = roles[(ref["kind"], ref["name"], bound if ref["kind"] == "Role" else None)]
+        out |= helm.granted(role["rules"])
+    return out
+
+
+@pytest.mark.parametrize("name", ["default", "namespaced"])
+def test_uninstall_hook_stops_the_operator_then_releases_every_watched_pipeline(name: str) -> None:
+    from planet_operator.cli import main as cli
+
+    values = VARIANTS[name]
+    objects = helm.render(values)
+    hook = [o for o in objects if _uninstall_hook(o)]
+    job = helm.one(hook, "Job")
+    # All of it is a pre-delete hook, the RBAC before the Job, and nothing stays once it succeeded.
+    weight = int(job["metadata"]["annotations"]["helm.sh/hook-weight"])
+    for obj in hook:
+        notes = obj["metadata"]["annotations"]
+        assert notes["helm.sh/hook"] == "pre-delete", obj["kind"]
+        assert "hook-succeeded" in notes["helm.sh/hook-delete-policy"].split(","), obj["kind"]
+        if obj is not job:
+            assert int(notes["helm.sh/hook-weight"]) < weight, obj["kind"]
+    pod = job["spec"]["template"]["spec"]
+    assert pod["restartPolicy"] == "Never" and pod["containers"][0]["command"] == ["planet"]
+    args = cli.build_parser().parse_args(pod["containers"][0]["args"])
+    assert args.command == "release-finalizers"
+    deployment = helm.one(objects, "Deployment")
+    assert args.stop_deployment == f"{helm.NAMESPACE}/{deployment['metadata']['name']}"
+    assert args.namespace == values.get("watchNamespaces", [])
+    # The hook waits for the pods the Deployment selects to go: its own must not be one of them.
+    selector = deployment["spec"]["selector"]["matchLabels"]
+    labels = job["spec"]["template"]["metadata"]["labels"]
+    assert not selector.items() <= labels.items()
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["containers"][0]["securityContext"]["readOnlyRootFilesystem"] is True
+    # Exactly what the command calls, where it calls it; the operator's own account gains nothing.
+    local, watched = _hook_needs()
+    assert watched == {("planetgen.io", "planetpipelines", v) for v in ("get", "list", "patch")}
+    watching = values.get("watchNamespaces") or []
+    for namespace in watching or [None]:
+        assert _hook_grants(objects, namespace) == watched | (local if namespace == helm.NAMESPACE else set())
+    assert _hook_grants(objects, helm.NAMESPACE) == local | (set() if watching else watched)
+    assert pod["serviceAccountName"] != deployment["spec"]["template"]["spec"]["serviceAccountName"]
+
+
+def test_uninstall_hook_can_be_turned_off() -> None:
+    assert not [o for o in helm.render({"uninstallHook": {"enabled": False}}) if _uninstall_hook(o)]

@@ -46,6 +46,8 @@ def install(cluster: ControlPlane, *, release: str, namespace: str, values: list
         f"--set=ports.health={health}",
         f"--set=ports.metrics={metrics}",
         "--set=operator.resyncSeconds=5",
+        # No kubelet here to run the pre-delete hook's Job (test_uninstall_hook.py runs it for real).
+        "--set=uninstallHook.enabled=false",
         *(f"--set={value}" for value in values),
     )
     deployment = json.loads(

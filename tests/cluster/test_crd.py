@@ -12,8 +12,7 @@ from tests.cluster.conftest import CRD
 from tests.conftest import EXAMPLES, ROOT
 
 from planet_harness.controlplane import ControlPlane
-from planet_operator.api import rules, spec, validation
-from planet_operator.crd import generate
+from planet_operator.api import resource, rules, spec, validation
 
 BASE: dict[str, Any] = {"model": {"base": {"uri": "hf://stabilityai/stable-diffusion-xl-base-1.0"}}}
 RESIZE = {"type": "resize", "width": 128, "height": 128}
@@ -107,6 +106,30 @@ PRECISION = next(r for r in spec.EngineSpec.__rules__ if r.field == ".precision"
 INVALID[PRECISION.message] = (
     {"engine": {"backend": "onnxruntime", "precision": "int8"}},
     "spec.engine.precision",
+)
+SCALE_TO_ZERO = next(r for r in spec.PlanetPipelineSpec.__rules__ if r.field == ".autoscaling.scaleToZero")
+INVALID[SCALE_TO_ZERO.message] = (
+    {"autoscaling": {"minReplicas": 0, "scaleToZero": True}},  # Standard is the default mode
+    "spec.autoscaling.scaleToZero",
+)
+INVALID["attributes may list at most 256 values together"] = (
+    {
+        "generation": {
+            "prompt": {
+                "template": "{a} {b} {c}",
+                "attributes": [{"name": n, "values": [f"v{i}" for i in range(100)]} for n in "abc"],
+            }
+        }
+    },
+    "spec.generation.prompt.attributes",
+)
+INVALID["lane names must be at most 63 characters"] = (
+    {"serving": {"lanes": {"final": {"steps": 30}, "l" * 64: {"steps": 8}}}},
+    "spec.serving.lanes",
+)
+INVALID["resource names must be at most 317 characters"] = (
+    {"serving": {"resources": {"requests": {"example.com/" + "x" * 306: 1}}}},
+    "spec.serving.resources.requests",
 )
 
 
@@ -209,9 +232,44 @@ def test_rule_is_enforced_with_its_field_path(cluster: ControlPlane, namespace: 
     assert path in str(refused.value) and message in str(refused.value)
 
 
-def test_name_length_is_enforced(cluster: ControlPlane, namespace: str) -> None:
-    code, out = dry_run(cluster, namespace, manifest("p" * (generate.MAX_NAME_LENGTH + 1), BASE))
-    assert code != 0 and f"at most {generate.MAX_NAME_LENGTH} characters" in out, out
+@pytest.mark.parametrize(
+    ("name", "rule"),
+    [
+        ("p" * (resource.MAX_NAME_LENGTH + 1), resource.NAME_RULES[1]),
+        ("planet.v2", resource.NAME_RULES[0]),  # a valid Kubernetes name, not a KServe one
+        ("1planet", resource.NAME_RULES[0]),
+    ],
+)
+def test_names_kserve_would_refuse_are_refused(
+    cluster: ControlPlane, namespace: str, name: str, rule: rules.Rule
+) -> None:
+    code, out = dry_run(cluster, namespace, manifest(name, BASE))
+    assert code != 0 and rule.message in out, out
+    with pytest.raises(validation.InvalidPipeline) as refused:
+        validation.parse(manifest(name, BASE))
+    assert rule.message in str(refused.value)
+
+
+def test_the_longest_name_is_accepted(cluster: ControlPlane, namespace: str) -> None:
+    code, out = dry_run(cluster, namespace, manifest("p" * resource.MAX_NAME_LENGTH, BASE))
+    assert code == 0, out
+
+
+@pytest.mark.parametrize("product", ["NVIDIA H100 80GB", "g" * 64, "nvidia.com/h100"])
+def test_gpu_product_must_be_a_label_value(cluster: ControlPlane, namespace: str, product: str) -> None:
+    body = manifest("gpu", merged(BASE, {"engine": {"gpuProduct": product}}))
+    code, out = dry_run(cluster, namespace, body)
+    assert code != 0 and "spec.engine.gpuProduct: " in out, out
+    code, out = dry_run(
+        cluster, namespace, manifest("gpu", merged(BASE, {"engine": {"gpuProduct": "NVIDIA-H100-80GB-HBM3"}}))
+    )
+    assert code == 0, out
+
+
+def test_scale_to_zero_is_accepted_in_knative_mode(cluster: ControlPlane, namespace: str) -> None:
+    patch = {"autoscaling": {"minReplicas": 0, "scaleToZero": True}, "serving": {"deploymentMode": "knative"}}
+    code, out = dry_run(cluster, namespace, manifest("zero", merged(BASE, patch)))
+    assert code == 0, out
 
 
 def patch_spec(cluster: ControlPlane, namespace: str, name: str, patch: dict[str, Any]) -> Any:

@@ -205,10 +205,15 @@ class Pipeline:
 
 
 def _job(cluster: ControlPlane, namespace: str, pipeline_name: str) -> dict[str, Any]:
-    jobs = _until(
-        "the build Job", lambda: _items(cluster, "jobs", namespace, f"planetgen.io/pipeline={pipeline_name}")
-    )
-    return dict(jobs[0])
+    """The pipeline's build Job: shared Jobs carry no pipeline label, only their owners say whose."""
+
+    def owned() -> list[Any]:
+        jobs = _items(cluster, "jobs", namespace, "app.kubernetes.io/managed-by=planetgen")
+        return [
+            j for j in jobs if pipeline_name in {o["name"] for o in j["metadata"].get("ownerReferences", [])}
+        ]
+
+    return dict(_until("the build Job", owned)[0])
 
 
 def _pod_of(cluster: ControlPlane, namespace: str, selector: str) -> dict[str, Any]:

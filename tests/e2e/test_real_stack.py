@@ -9,6 +9,8 @@ and its router serves the InferenceGraph.
 from __future__ import annotations
 
 import base64
+import collections
+import concurrent.futures
 import io
 import json
 import os
@@ -205,6 +207,102 @@ def test_a_killed_operator_comes_back(dev: devstack.DevStack) -> None:
         return statuses[0].get("restartCount", 0) > before and bool(statuses[0].get("ready"))
 
     until(dev, "the operator restarted by the kubelet", restarted, timeout=180)
+
+
+#: A second, lighter pipeline for the traffic split: generate only, torch, one step.
+SPLIT: dict[str, Any] = {
+    "apiVersion": "planetgen.io/v1alpha1",
+    "kind": "PlanetPipeline",
+    "metadata": {"name": "e2e-split", "namespace": NS},
+    "spec": {
+        "version": "v1",
+        "model": {"base": {"uri": "hf://stabilityai/stable-diffusion-xl-base-1.0"}},
+        "generation": {"width": 152, "height": 64, "steps": 1, "maxSteps": 2},
+        "engine": {"backend": "torch", "precision": "fp32"},
+        "serving": {
+            "maxBatchWaitMs": 5,
+            "lanes": {"final": {"steps": 1, "maxConcurrency": 4}},
+            "resources": {"requests": {"cpu": "100m", "memory": "512Mi"}},
+        },
+        # One step held until promoted; no analysis falls due while the split is measured.
+        "rollout": {"steps": [{"weight": 20, "pause": {}}], "analysis": {"interval": "30m"}},
+    },
+}
+#: Requests through the graph while split. At 20 %, 600 draws put 5 points at 3 standard deviations.
+SPLIT_REQUESTS = 600
+
+
+def test_canary_gets_its_weight_through_the_graph(dev: devstack.DevStack) -> None:
+    kubectl(dev, "apply", "-f", "-", input=yaml.safe_dump(SPLIT))
+    first = until(dev, "v1 Ready", lambda: _status_if(dev, "e2e-split", phase="Ready"), timeout=600)
+    url = first["url"]
+    changed = json.loads(json.dumps(SPLIT))
+    changed["spec"]["version"] = "v2"
+    changed["spec"]["generation"]["guidanceScale"] = 3.0
+    kubectl(dev, "apply", "-f", "-", input=yaml.safe_dump(changed))
+    rolling = until(
+        dev, "canary at 20 %", lambda: _status_if(dev, "e2e-split", trafficPercent=20), timeout=600
+    )
+    canary, stable = rolling["canaryRevision"], rolling["stableRevision"]
+    # The canary runs beside the primary, as InferenceServices of its own.
+    assert get(dev, "isvc", f"e2e-split-generate-{canary}") is not None
+    # The router rolls out with the new graph: measure once only the new router serves.
+    kubectl(dev, "rollout", "status", "deployment/e2e-split", "-n", NS, "--timeout=300s")
+    until(
+        dev,
+        "the canary answers through the graph",
+        lambda: _revision_answering(dev, url, canary),
+    )
+
+    def one(seed: int) -> str:
+        body = {"instances": [{"prompt": PROMPT, "seed": seed}]}
+        return str(post(dev, url, body)["predictions"][0]["revision"])
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
+        counts = collections.Counter(pool.map(one, range(SPLIT_REQUESTS)))
+    assert set(counts) == {stable, canary}, counts
+    share = counts[canary] / SPLIT_REQUESTS
+    print(f"canary share through the graph: {share:.3f} of {SPLIT_REQUESTS} at weight 20")
+    assert abs(share - 0.20) <= 0.05, counts
+
+    # Promote: the warm canary takes all traffic, the primary rolls to its revision, the canary goes.
+    kubectl(dev, "annotate", "pp", "e2e-split", "-n", NS, "planetgen.io/promote=true", "--overwrite")
+
+    def promoted() -> Any:
+        status = _status_if(dev, "e2e-split", phase="Ready", stableRevision=canary)
+        left = get(dev, "isvc", f"e2e-split-generate-{canary}")
+        return status if status and left is None else None
+
+    until(dev, "promotion handed over to the primary", promoted, timeout=600)
+    primary = get(dev, "isvc", "e2e-split-generate")
+    assert primary is not None and primary["metadata"]["labels"]["planetgen.io/revision"] == canary
+    # The hand-over waited for the primary's pods: KServe put the revision label on them.
+    pods = json.loads(
+        kubectl(
+            dev,
+            "get",
+            "pods",
+            "-n",
+            NS,
+            "-l",
+            "serving.kserve.io/inferenceservice=e2e-split-generate",
+            "-o",
+            "json",
+        )
+    )["items"]
+    ready = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
+    assert ready and all(p["metadata"]["labels"].get("planetgen.io/revision") == canary for p in ready)
+    until(
+        dev,
+        "the primary answers with the new revision",
+        lambda: _revision_answering(dev, url, canary),
+    )
+    kubectl(dev, "delete", "pp", "e2e-split", "-n", NS, "--wait=false")
+
+
+def _status_if(dev: devstack.DevStack, name: str, **expected: Any) -> dict[str, Any] | None:
+    status = ((get(dev, "pp", name) or {}).get("status")) or {}
+    return status if all(status.get(k) == v for k, v in expected.items()) and status.get("url") else None
 
 
 def _answer(dev: devstack.DevStack, url: str, prompt: dict[str, str]) -> dict[str, Any] | None:

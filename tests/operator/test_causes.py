@@ -290,6 +290,9 @@ def test_pods_are_kept_slim_and_found_by_what_they_run_for() -> None:
         "metadata": {"name": "p", "namespace": "n"},
         "status": {"phase": "Running", "containerStatuses": []},
     }
+    # The revision label stays: it tells a primary's old pods from its new ones.
+    body["metadata"]["labels"] = {"planetgen.io/revision": "abc", "x": "y"}
+    assert diagnose.slim_pod(body)["metadata"]["labels"] == {"planetgen.io/revision": "abc"}
     assert diagnose.pod_owner({"batch.kubernetes.io/job-name": "planet-engine-1"}) == (
         "Job",
         "planet-engine-1",
@@ -395,6 +398,7 @@ def _summarise(**kwargs: Any) -> Any:
         "pipeline": "p",
         "deployed": False,
         "building": "",
+        "routed": ["p-generate"],
         "now": "2026-12-01T22:00:00+00:00",
         "generation": 1,
     }
@@ -567,9 +571,9 @@ async def test_a_build_job_is_never_patched_beyond_its_metadata() -> None:
     desired["spec"]["template"]["spec"]["containers"][0]["image"] = "new"  # immutable on the server
     recorder = Recorder()
     assert await apply.ensure(recorder, desired, live=live) == "unchanged"  # type: ignore[arg-type]
-    desired["metadata"]["labels"]["b"] = "2"
-    assert await apply.ensure(recorder, desired, live=live) == "updated"  # type: ignore[arg-type]
-    assert "spec" not in recorder.patches[-1]
+    desired["metadata"]["labels"]["b"] = "2"  # nor relabelled: a build Job is shared (issue 16)
+    assert await apply.ensure(recorder, desired, live=live) == "unchanged"  # type: ignore[arg-type]
+    assert recorder.patches == []
 
 
 async def test_a_conflict_whose_object_is_gone_is_left_to_the_next_pass() -> None:

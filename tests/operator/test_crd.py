@@ -129,8 +129,12 @@ def _is_sorted(values: Any) -> Any:
     return celpy.celtypes.BoolType(all(a <= b for a, b in itertools.pairwise(values)))
 
 
+def _sum(values: Any) -> Any:
+    return celpy.celtypes.IntType(sum(values))
+
+
 def cel_says(rule: rules.Rule, model: pydantic.BaseModel) -> bool:
-    program = CEL.program(CEL.compile(rule.cel), functions={"isSorted": _is_sorted})
+    program = CEL.program(CEL.compile(rule.cel), functions={"isSorted": _is_sorted, "sum": _sum})
     document = model.model_dump(mode="json", by_alias=True, exclude_none=True)
     return bool(program.evaluate({"self": celpy.json_to_cel(document)}))
 
@@ -180,6 +184,19 @@ def specs_to_check() -> Iterator[spec.PlanetPipelineSpec]:
                         {"name": "color", "values": ["red"], "default": "blue"},
                         {"name": "sky", "values": ["dark"]},
                     ],
+                }
+            }
+        },
+    ]
+    breakers += [
+        {"autoscaling": {"minReplicas": 0, "scaleToZero": True}},  # Standard is the default mode
+        {"serving": {"lanes": {"final": {"steps": 8}, "l" * 64: {"steps": 8}}}},
+        {"serving": {"resources": {"requests": {"x" * 318: 1}, "limits": {}}}},
+        {
+            "generation": {
+                "prompt": {
+                    "template": "{a} {b} {c}",
+                    "attributes": [{"name": name, "values": [f"v{i}" for i in range(100)]} for name in "abc"],
                 }
             }
         },

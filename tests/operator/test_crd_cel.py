@@ -5,8 +5,8 @@ applied), and on every object, whatever optional fields it leaves out. In CEL, r
 field is an error, and so is `has(self.a.b)` when `self.a` is absent. cel-python is laxer about the
 latter (its `has()` answers false), so these tests run it with a strict `has()`.
 
-What cel-python cannot check: `isSorted()` from the Kubernetes lists library (supplied here as a
-Python function of the same meaning), and what the API server does at CRD creation besides running
+What cel-python cannot check: `isSorted()` and `sum()` from the Kubernetes lists library (supplied
+here as Python functions of the same meaning), and what the API server does at CRD creation besides running
 rules on defaults: type-checking each rule against the schema and estimating its cost. Those were
 checked with k8s.io/apiextensions-apiserver v0.34's own CRD validation when the guards were added;
 `test_what_the_rules_read_is_bounded` keeps the inputs of the cost estimate bounded.
@@ -31,7 +31,7 @@ from celpy import evaluation
 from tests.conftest import EXAMPLES
 from tests.operator.test_crd import apply_defaults, specs_to_check, walk
 
-from planet_operator.api import spec
+from planet_operator.api import resource, spec
 from planet_operator.crd import cel, generate
 
 CRD = generate.crd()
@@ -70,12 +70,17 @@ def _is_sorted(values: Any) -> Any:
     return celpy.celtypes.BoolType(all(a <= b for a, b in itertools.pairwise(values)))
 
 
+def _sum(values: Any) -> Any:
+    """Kubernetes' `<list>.sum()`, which cel-python lacks."""
+    return celpy.celtypes.IntType(sum(values))
+
+
 ENV = celpy.Environment(runner_class=_StrictRunner)
 
 
 @functools.cache
 def program(rule: str) -> celpy.Runner:
-    return ENV.program(ENV.compile(rule), functions={"isSorted": _is_sorted})
+    return ENV.program(ENV.compile(rule), functions={"isSorted": _is_sorted, "sum": _sum})
 
 
 def run(rule: str, value: Any) -> bool | Exception:
@@ -270,9 +275,35 @@ def test_guarded_rules_agree_with_python_twins(planet_spec: spec.PlanetPipelineS
 
 # --- 4. One invalid manifest per rule, rejected by that rule with its message. ---
 
+NAME_PATTERN, NAME_LENGTH = resource.NAME_RULES
+SCALE_TO_ZERO = next(r for r in spec.PlanetPipelineSpec.__rules__ if r.field == ".autoscaling.scaleToZero")
 PROMPT = {"template": "{color} planet", "attributes": [{"name": "color", "values": ["red", "blue"]}]}
 INVALID: dict[str, tuple[str, dict[str, Any]]] = {
-    "metadata.name must be at most 40 characters": ("", manifest(name="p" * 41)),
+    NAME_PATTERN.message: ("", manifest(name="1planet")),
+    NAME_LENGTH.message: ("", manifest(name="p" * (resource.MAX_NAME_LENGTH + 1))),
+    SCALE_TO_ZERO.message: (
+        "spec.autoscaling.scaleToZero",
+        manifest(autoscaling={"minReplicas": 0, "scaleToZero": True}),  # Standard is the default
+    ),
+    "attributes may list at most 256 values together": (
+        "spec.generation.prompt.attributes",
+        manifest(
+            generation={
+                "prompt": {
+                    "template": "{a} {b} {c}",
+                    "attributes": [{"name": n, "values": [f"v{i}" for i in range(100)]} for n in "abc"],
+                }
+            }
+        ),
+    ),
+    "lane names must be at most 63 characters": (
+        "spec.serving.lanes",
+        manifest(serving={"lanes": {"final": {"steps": 30}, "l" * 64: {"steps": 8}}}),
+    ),
+    "resource names must be at most 317 characters": (
+        "spec.serving.resources.requests",
+        manifest(serving={"resources": {"requests": {"example.com/" + "x" * 306: 1}}}),
+    ),
     "LoRA names must be unique": (
         "spec.model.loras",
         manifest(

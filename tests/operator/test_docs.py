@@ -8,7 +8,7 @@ import pydantic
 import pytest
 from tests.conftest import ROOT
 
-from planet_operator.api.resource import PlanetPipeline
+from planet_operator.api.resource import MAX_NAME_LENGTH, PlanetPipeline
 from planet_operator.cli import main as cli
 from planet_operator.crd import docs, generate, schema
 
@@ -74,4 +74,4 @@ def test_defaults_constraints_and_every_cel_message_are_listed() -> None:
     assert len(rules) >= 10
     for rule in rules:
         assert rule["message"] in TEXT, rule["message"]
-    assert "metadata.name must be at most 40 characters" in TEXT
+    assert f"metadata.name must be at most {MAX_NAME_LENGTH} characters" in TEXT

@@ -303,3 +303,28 @@ def test_conflicting_child_is_taken_over_without_losing_updates(cluster: Cluster
     isvc = wait_for("operator's spec", taken_over, log=operator)
     assert isvc["metadata"]["labels"]["team"] == "planets", "the other writer's label survives"
     assert isvc["spec"]["predictor"]["containers"][0]["image"] != "old"
+
+
+def test_a_mode_change_keeps_serving_in_the_live_mode_and_says_why(
+    cluster: Cluster, operator: Operator
+) -> None:
+    # KServe refuses to change a live InferenceService's deploymentMode: the operator must not try.
+    create(cluster, pipeline("modal", serving={"deploymentMode": "standard"}))
+    with kserve_ready(cluster):
+        wait_for("Ready", lambda: phase(cluster, "modal") == "Ready", log=operator)
+        patch(cluster, "modal", {"spec": {"serving": {"deploymentMode": "knative"}}})
+
+        def refused() -> Any:
+            status = get_pipeline(cluster, "modal").get("status") or {}
+            ready = next((c for c in status.get("conditions", []) if c["type"] == "Ready"), {})
+            return ready if ready.get("reason") == "DeploymentModeImmutable" else None
+
+        ready = wait_for("the mode change refused in status", refused, log=operator)
+        assert "keeps serving in standard mode" in ready["message"]
+        time.sleep(3)  # a few resyncs: nothing may have been rewritten in the other mode
+        for isvc in services(cluster, "modal"):
+            assert isvc["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Standard"
+        assert any(e.reason == "DeploymentModeImmutable" for e in events_for(cluster, "modal"))
+        # Back to the live mode: the cause clears.
+        patch(cluster, "modal", {"spec": {"serving": {"deploymentMode": "standard"}}})
+        wait_for("Ready again", lambda: phase(cluster, "modal") == "Ready", log=operator)

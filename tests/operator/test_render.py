@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -85,46 +86,137 @@ def test_builtin_children_validate_strictly(name: str, pipeline: Any, mode: str)
 
 def test_children_carry_labels_and_owner() -> None:
     _, pipeline = pipelines()[0]
-    deployed = plans(pipeline, "standard")[0]
-    for obj in children.build_all(deployed):
-        labels = obj["metadata"]["labels"]
-        assert labels[LABEL_PIPELINE] == pipeline.metadata.name
-        assert labels[LABEL_REVISION] == deployed.stable.revision
-        assert obj["metadata"]["ownerReferences"][0]["uid"] == "u-1"
-        assert obj["metadata"]["namespace"] == "team-a"
+    for deployed in plans(pipeline, "standard"):
+        # Build Jobs are shared by pipelines with the same engine key: they carry that key only.
+        for obj in (o for o in children.build_all(deployed) if o["kind"] != "Job"):
+            labels = obj["metadata"]["labels"]
+            assert labels[LABEL_PIPELINE] == pipeline.metadata.name
+            canary = deployed.canary is not None and obj["metadata"]["name"].endswith(
+                deployed.canary.revision
+            )
+            # Each InferenceService is one revision's; the graph and Job carry the newest revision.
+            if obj["kind"] == "InferenceService":
+                expected = (
+                    deployed.canary.revision if canary and deployed.canary else deployed.stable.revision
+                )
+                assert labels[LABEL_REVISION] == expected
+            assert obj["metadata"]["ownerReferences"][0]["uid"] == "u-1"
+            assert obj["metadata"]["namespace"] == "team-a"
 
 
 def isvc(objs: list[dict[str, Any]], suffix: str) -> dict[str, Any]:
     return next(o for o in objs if o["kind"] == "InferenceService" and o["metadata"]["name"].endswith(suffix))
 
 
-def test_knative_canary_uses_canary_traffic_percent() -> None:
-    _, pipeline = next(p for p in pipelines() if p[0] == "ethereal-planets.yaml")
-    alone, canary = plans(pipeline, "knative")
-    stable = isvc(children.build_all(alone), "-generate")
-    assert "canaryTrafficPercent" not in stable["spec"]["predictor"]
-    rolled = isvc(children.build_all(canary), "-generate")
-    assert rolled["spec"]["predictor"]["canaryTrafficPercent"] == 10
-    # Knative: the predictor is the new revision; KServe keeps the rest on latestRolledoutRevision.
-    assert rolled["spec"]["predictor"]["labels"][LABEL_REVISION] == canary.canary.revision  # type: ignore[union-attr]
-    assert rolled["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Knative"
-    assert rolled["spec"]["predictor"]["scaleMetric"] == "concurrency"
+def kserve_fields(obj: Any) -> set[str]:
+    """Every key anywhere in ``obj``."""
+    if isinstance(obj, dict):
+        return set(obj) | {k for v in obj.values() for k in kserve_fields(v)}
+    if isinstance(obj, list):
+        return {k for v in obj for k in kserve_fields(v)}
+    return set()
 
 
-def test_standard_canary_uses_spec_canary_and_keda() -> None:
+@pytest.mark.parametrize("mode", MODES)
+def test_a_canary_is_its_own_inference_services_beside_the_primary(mode: str) -> None:
     _, pipeline = next(p for p in pipelines() if p[0] == "ethereal-planets.yaml")
-    _, canary = plans(pipeline, "standard")
-    rolled = isvc(children.build_all(canary), "-generate")
-    assert rolled["spec"]["predictor"]["labels"][LABEL_REVISION] == canary.stable.revision
-    [entry] = rolled["spec"]["canary"]
-    assert entry["trafficPercent"] == 10
-    assert entry["predictor"]["labels"][LABEL_REVISION] == canary.canary.revision  # type: ignore[union-attr]
-    annotations = rolled["metadata"]["annotations"]
-    assert annotations["serving.kserve.io/autoscalerClass"] == "keda"
-    [metric] = rolled["spec"]["predictor"]["autoScaling"]["metrics"]
-    assert "planet_queue_depth" in metric["external"]["metric"]["query"]
-    # KServe 0.20's webhook refuses an external metric without `target.value`.
-    assert metric["external"]["target"] == {"type": "Value", "value": "4"}
+    _, rolling = plans(pipeline, mode)
+    assert rolling.canary is not None
+    rev = rolling.canary.revision
+    names = [o["metadata"]["name"] for o in children.build_all(rolling) if o["kind"] == "InferenceService"]
+    assert names == [
+        "ethereal-planets-generate",
+        "ethereal-planets-upscale",
+        f"ethereal-planets-generate-{rev}",
+        f"ethereal-planets-upscale-{rev}",
+    ]
+    objs = children.build_all(rolling)
+    primary, canary = isvc(objs, "-generate"), isvc(objs, f"-generate-{rev}")
+    assert primary["spec"]["predictor"]["labels"][LABEL_REVISION] == rolling.stable.revision
+    assert canary["spec"]["predictor"]["labels"][LABEL_REVISION] == rev
+    # The model is named after its InferenceService: the graph's router calls /v1/models/<isvc>.
+    assert (
+        f"--model_name=ethereal-planets-generate-{rev}"
+        in canary["spec"]["predictor"]["containers"][0]["args"]
+    )
+    # KServe's own canary fields split only an InferenceService's URL, which the graph bypasses.
+    for obj in (o for o in objs if o["kind"] == "InferenceService"):
+        assert not {"canaryTrafficPercent", "canary"} & kserve_fields(obj.get("spec")), obj["metadata"][
+            "name"
+        ]
+        assert "serving.kserve.io/enable-tag-routing" not in obj["metadata"].get("annotations", {})
+    assert canary["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == mode.capitalize()
+
+
+def test_standard_mode_scales_each_revision_on_its_own_queue_with_keda() -> None:
+    _, pipeline = next(p for p in pipelines() if p[0] == "ethereal-planets.yaml")
+    _, rolling = plans(pipeline, "standard")
+    assert rolling.canary is not None
+    objs = children.build_all(rolling)
+    for name, rev in (
+        ("-generate", rolling.stable.revision),
+        (f"-generate-{rolling.canary.revision}", rolling.canary.revision),
+    ):
+        service = isvc(objs, name)
+        assert service["metadata"]["annotations"]["serving.kserve.io/autoscalerClass"] == "keda"
+        [metric] = service["spec"]["predictor"]["autoScaling"]["metrics"]
+        query = metric["external"]["metric"]["query"]
+        assert "planet_queue_depth" in query and f'revision="{rev}"' in query
+        # KServe 0.20's webhook refuses an external metric without `target.value`.
+        assert metric["external"]["target"] == {"type": "Value", "value": "4"}
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_predictors_are_annotated_for_scraping(mode: str) -> None:
+    _, pipeline = next(p for p in pipelines() if p[0] == "ethereal-planets.yaml")
+    annotations = isvc(children.build_all(plans(pipeline, mode)[0]), "-generate")["spec"]["predictor"][
+        "annotations"
+    ]
+    if mode == "knative":
+        # KServe's pod mutator points prometheus.io/* at queue-proxy's aggregate port.
+        assert annotations["serving.kserve.io/enable-prometheus-scraping"] == "true"
+        assert annotations["serving.kserve.io/enable-metric-aggregation"] == "true"
+    else:
+        # No queue-proxy: the mutator's port (9091) would be wrong, so the model server's port is named.
+        assert annotations["serving.kserve.io/enable-prometheus-scraping"] == "false"
+        assert annotations["prometheus.io/port"] == "8080"
+        assert annotations["prometheus.io/path"] == "/metrics"
+
+
+def test_graph_splits_between_primary_and_canary_by_the_step_weight() -> None:
+    _, pipeline = next(p for p in pipelines() if p[0] == "ethereal-planets.yaml")
+    _, rolling = plans(pipeline, "standard")
+    assert rolling.canary is not None
+    rev = rolling.canary.revision
+    nodes = next(o for o in children.build_all(rolling) if o["kind"] == "InferenceGraph")["spec"]["nodes"]
+    assert nodes["root"]["routerType"] == "Splitter"
+    assert [(s["nodeName"], s["weight"]) for s in nodes["root"]["steps"]] == [("primary", 90), ("canary", 10)]
+    assert [s["serviceName"] for s in nodes["canary"]["steps"]] == [
+        f"ethereal-planets-generate-{rev}",
+        f"ethereal-planets-upscale-{rev}",
+    ]
+    assert [s["serviceName"] for s in nodes["primary"]["steps"]] == [
+        "ethereal-planets-generate",
+        "ethereal-planets-upscale",
+    ]
+    # Not yet ready (weight 0): the graph does not name the canary (KServe's graph controller
+    # needs every named service's address); promoted (100): the canary serves alone.
+    waiting = dataclasses.replace(rolling, canary_percent=0)
+    graph = next(o for o in children.build_all(waiting) if o["kind"] == "InferenceGraph")
+    assert set(graph["spec"]["nodes"]) == {"root"} and rev not in json.dumps(graph["spec"])
+    handoff = dataclasses.replace(rolling, stable=rolling.canary, canary_percent=100)
+    root = next(o for o in children.build_all(handoff) if o["kind"] == "InferenceGraph")["spec"]["nodes"][
+        "root"
+    ]
+    assert root["routerType"] == "Sequence"
+    assert [s["serviceName"] for s in root["steps"]] == [
+        f"ethereal-planets-generate-{rev}",
+        f"ethereal-planets-upscale-{rev}",
+    ]
+    assert [s.name for s in handoff.serving()] == [
+        f"ethereal-planets-generate-{rev}",
+        f"ethereal-planets-upscale-{rev}",
+    ]
 
 
 def test_graph_feeds_generate_into_upscale() -> None:
@@ -139,6 +231,11 @@ def test_graph_feeds_generate_into_upscale() -> None:
     assert [s["dependency"] for s in steps] == ["Hard", "Hard"]
     assert graph["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Standard"
     assert graph["spec"]["timeout"] > 300
+    # Knative refuses a Knative Service timeout above max-revision-timeout-seconds (600 by default).
+    knative = next(
+        o for o in children.build_all(plans(pipeline, "knative")[0]) if o["kind"] == "InferenceGraph"
+    )
+    assert knative["spec"]["timeout"] == pipeline.spec.serving.timeout_seconds <= 600
 
 
 def test_build_job_fetches_remote_weights_with_the_storage_initializer() -> None:
@@ -149,16 +246,19 @@ def test_build_job_fetches_remote_weights_with_the_storage_initializer() -> None
     assert init["image"].startswith("kserve/storage-initializer:")
     # KServe's argument shape: SRC DEST pairs, one folder per URI (model, fused LoRA, upscaler).
     sources, folders = init["args"][::2], init["args"][1::2]
-    assert sources == [
-        "hf://stabilityai/stable-diffusion-xl-base-1.0",
+    base = "hf://stabilityai/stable-diffusion-xl-base-1.0"
+    uris = [
+        base,
         "s3://planetgen-models/loras/ethereal-planets-v3.safetensors",
         "s3://planetgen-models/upscalers/realesrgan-x2plus.pth",
     ]
+    # The download pins the revision the engine key names (KServe's hf://owner/model:revision).
+    assert sources == [f"{base}:{pipeline.spec.model.base.revision}", *uris[1:]]
     args = pod["containers"][0]["args"]
     fetched = [args[i + 1] for i, a in enumerate(args) if a == "--fetched"]
-    assert fetched == [f"{uri}={folder}" for uri, folder in zip(sources, folders, strict=True)]
+    assert fetched == [f"{uri}={folder}" for uri, folder in zip(uris, folders, strict=True)]
     # The builder still names the model by its URI: that is what the engine key is made of.
-    assert args[args.index("--model") + 1] == sources[0]
+    assert args[args.index("--model") + 1] == base
     assert args[args.index("--cache-dir") + 1] == "/mnt/engines"
 
 
@@ -267,3 +367,63 @@ def test_vendored_kserve_crds_equal_the_shared_copy(kind: str) -> None:
     assert (KSERVE_SCHEMAS / shared.name).read_bytes() == shared.read_bytes(), (
         f"third_party/kserve/{shared.name} differs from {shared}: copy it again"
     )
+
+
+def test_pvc_models_are_found_under_the_claim_root_and_hf_revisions_are_downloaded() -> None:
+    _, pipeline = next(p for p in pipelines() if p[0] == "standard-keda.yaml")
+    spec = pipeline.spec
+    assert spec.model.base.uri == "pvc://sdxl-weights/stable-diffusion-xl-base-1.0"
+    generate = isvc(children.build_all(plans(pipeline, "standard")[0]), "-generate")["spec"]["predictor"]
+    # KServe mounts a pvc:// storageUri's whole claim at mountPath: the model is at its path there.
+    assert generate["storageUris"][0] == {"uri": spec.model.base.uri, "mountPath": "/mnt/models"}
+    assert "--model-dir=/mnt/models/stable-diffusion-xl-base-1.0" in generate["containers"][0]["args"]
+
+    pinned = spec.model_copy(
+        update={
+            "model": spec.model.model_copy(
+                update={
+                    "base": spec.model.base.model_copy(
+                        update={"uri": "hf://owner/sdxl", "revision": "abc123"}
+                    )
+                }
+            )
+        }
+    )
+    deployed = plan.single("p", "team-a", pinned, revision.revision_of(pinned), mode="standard")
+    uris = isvc(children.build_all(deployed), "-generate")["spec"]["predictor"]["storageUris"]
+    # The revision the engine key names is the one KServe's initializer downloads.
+    assert uris[0]["uri"] == "hf://owner/sdxl:abc123"
+
+
+def test_build_job_mounts_pvc_sources_and_downloads_the_pinned_revision() -> None:
+    _, pipeline = next(p for p in pipelines() if p[0] == "standard-keda.yaml")
+    spec = pipeline.spec.model_copy(
+        update={
+            "engine": pipeline.spec.engine.model_copy(update={"backend": "onnxruntime", "precision": "fp32"})
+        }
+    )
+    job = next(o for o in children.build_all(plan.single("p", "team-a", spec, "r1")) if o["kind"] == "Job")
+    pod = job["spec"]["template"]["spec"]
+    # KServe's initializer image cannot fetch pvc://: the claim is mounted, read-only, instead.
+    assert "initContainers" not in pod
+    assert {"name": "pvc-0", "persistentVolumeClaim": {"claimName": "sdxl-weights", "readOnly": True}} in pod[
+        "volumes"
+    ]
+    args = pod["containers"][0]["args"]
+    assert f"{spec.model.base.uri}=/mnt/pvc/0/stable-diffusion-xl-base-1.0" in args
+
+    hub = spec.model_copy(
+        update={
+            "model": spec.model.model_copy(
+                update={
+                    "base": spec.model.base.model_copy(
+                        update={"uri": "hf://owner/sdxl", "revision": "abc123"}
+                    )
+                }
+            )
+        }
+    )
+    job = next(o for o in children.build_all(plan.single("p", "team-a", hub, "r2")) if o["kind"] == "Job")
+    [init] = job["spec"]["template"]["spec"]["initContainers"]
+    assert init["args"][0] == "hf://owner/sdxl:abc123"
+    assert "hf://owner/sdxl=/mnt/fetched/0" in job["spec"]["template"]["spec"]["containers"][0]["args"]

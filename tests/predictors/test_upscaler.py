@@ -130,6 +130,21 @@ def test_upscaler_mount_folder_matches_the_operator(tmp_path: Path) -> None:
     assert st.checkpoint(tmp_path, UPSCALER_URI) == folder / "realesrgan-x2.pth"
 
 
+def test_a_pvc_upscaler_is_found_at_its_path_in_the_mounted_claim(tmp_path: Path) -> None:
+    # KServe mounts the whole claim of a pvc:// storageUri: other checkpoints may sit beside it.
+    uri = "pvc://weights/upscalers/x4.pth"
+    claim = tmp_path / st.sha12(uri)
+    (claim / "upscalers").mkdir(parents=True)
+    (claim / "upscalers" / "a-other.pth").write_bytes(b"")
+    (claim / "upscalers" / "x4.pth").write_bytes(b"")
+    assert st.checkpoint(tmp_path, uri) == claim / "upscalers" / "x4.pth"
+    folder_uri = "pvc://weights/esrgan"
+    (tmp_path / st.sha12(folder_uri) / "esrgan").mkdir(parents=True)
+    (tmp_path / st.sha12(folder_uri) / "a.pth").write_bytes(b"")
+    (tmp_path / st.sha12(folder_uri) / "esrgan" / "b.pth").write_bytes(b"")
+    assert st.checkpoint(tmp_path, folder_uri) == tmp_path / st.sha12(folder_uri) / "esrgan" / "b.pth"
+
+
 #: The batcher binds to the loop it first runs on, as in the server: one loop for the module.
 LOOP = asyncio.new_event_loop()
 

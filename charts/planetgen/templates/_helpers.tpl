@@ -79,18 +79,23 @@ app.kubernetes.io/component: operator
 - apiGroups: ["planetgen.io"]
   resources: ["planetpipelines/finalizers"]
   verbs: ["update"]
+# `delete` on every child the operator patches: a patch that changes ownerReferences (a child
+# taken over, a pipeline re-created under its old name, a shared build Job's next owner) is allowed
+# by OwnerReferencesPermissionEnforcement only to those who may delete the object. InferenceServices
+# are also deleted when a canary ends.
 - apiGroups: ["serving.kserve.io"]
   resources: ["inferenceservices"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: ["serving.kserve.io"]
   resources: ["inferencegraphs"]
-  verbs: ["get", "list", "watch", "create", "patch"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: [""]
   resources: ["configmaps"]
-  verbs: ["get", "list", "watch", "create", "patch"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+# Build Jobs are never patched but to add an owner (a pipeline that shares the engine key).
 - apiGroups: ["batch"]
   resources: ["jobs"]
-  verbs: ["get", "list", "watch", "create", "patch"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 # Revision history: one ControllerRevision per served model, pruned beyond rollback.revisionsKept.
 - apiGroups: ["apps"]
   resources: ["controllerrevisions"]
@@ -110,4 +115,23 @@ app.kubernetes.io/component: operator
   resources: ["kopfpeerings"]
   verbs: ["list", "watch", "patch"]
 {{- end }}
+{{- end }}
+
+{{/* Labels of the uninstall hook's objects: the release's, but never the Deployment's selector. */}}
+{{- define "planetgen.uninstallLabels" -}}
+helm.sh/chart: {{ include "planetgen.chart" . }}
+app.kubernetes.io/name: {{ include "planetgen.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: uninstall
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: planetgen
+{{- end }}
+
+{{/* What `planet release-finalizers` needs where the operator watches: list pipelines, patch
+     their finalizers out (cli/release_finalizers.py; checked against it by tests/chart). */}}
+{{- define "planetgen.uninstallRules" -}}
+- apiGroups: ["planetgen.io"]
+  resources: ["planetpipelines"]
+  verbs: ["get", "list", "patch"]
 {{- end }}

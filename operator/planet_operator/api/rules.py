@@ -78,11 +78,15 @@ def check(model: pydantic.BaseModel, path: str) -> Iterator[RuleViolation]:
 
 
 def _lookup(model: pydantic.BaseModel, field: str) -> Any:
-    """Best-effort value of ``.camelName`` on ``model`` for error messages."""
+    """Best-effort value of ``.camelName`` (or ``.a.b``) on ``model`` for error messages."""
     if not field.startswith(".") or "[" in field:
         return None
-    alias = field[1:]
-    for name, info in type(model).model_fields.items():
-        if (info.alias or name) == alias:
-            return getattr(model, name)
-    return None
+    value: Any = model
+    for alias in field[1:].split("."):
+        if not isinstance(value, pydantic.BaseModel):
+            return None
+        names = {(info.alias or name): name for name, info in type(value).model_fields.items()}
+        if alias not in names:
+            return None
+        value = getattr(value, names[alias])
+    return value

@@ -16,11 +16,27 @@ from planet_operator.api.rules import Rule, RuledModel
 
 #: Kubernetes-style durations: "500ms", "30s", "5m", "1h30m".
 DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
-Duration = Annotated[str, pydantic.Field(pattern=DURATION_PATTERN)]
+Duration = Annotated[str, pydantic.Field(pattern=DURATION_PATTERN, max_length=32)]
 #: A resource quantity as Kubernetes takes it: 1, "500m", "32Gi".
-Quantity = Annotated[int | str, pydantic.Field(json_schema_extra={"x-kubernetes-int-or-string": True})]
+Quantity = Annotated[
+    int | Annotated[str, pydantic.Field(max_length=64)],
+    pydantic.Field(json_schema_extra={"x-kubernetes-int-or-string": True}),
+]
+#: A Kubernetes label value (apimachinery's IsValidLabelValue): the operator copies some fields into
+#: labels and nodeSelectors, where anything else makes the API server refuse the child object.
+LABEL_VALUE_PATTERN = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
+LABEL_VALUE_MAX_LENGTH = 63
 
 MODEL_URI_PATTERN = r"^(hf|s3|gs|pvc|https?|file)://.+|^/.+"
+# Bounds on free text. Every string and list of the spec is bounded, because the spec is copied twice
+# into the per-revision ConfigMap (1 MiB at most) and priced by the API server's CEL cost estimate;
+# docs/api.md lists them. Each is far above what a real value needs (a hub or bucket URI is ~100).
+MAX_URI_LENGTH = 1024
+MAX_REVISION_LENGTH = 256
+MAX_IMAGE_LENGTH = 512
+#: All values of a structured prompt together (the reference prompt has 4 attributes of a few values
+#: each): 256 × 120 characters is about 30 KiB of the config, 64 KiB with every character escaped.
+MAX_PROMPT_VALUES = 256
 #: SDXL's latent space is 1/8 of the image; 64 px to 4096 px keeps UNet shapes sane.
 MIN_SIZE, MAX_SIZE = 64, 4096
 MAX_OUTPUT_SIZE = 8192
@@ -40,10 +56,13 @@ class ModelSource(RuledModel):
 
     uri: str = pydantic.Field(
         pattern=MODEL_URI_PATTERN,
+        max_length=MAX_URI_LENGTH,
         description="hf://org/name, s3://, gs://, pvc://claim/path, https:// or a local path.",
     )
     revision: str | None = pydantic.Field(
-        default=None, description="Hub revision or object version; pins what the revision hash sees."
+        default=None,
+        max_length=MAX_REVISION_LENGTH,
+        description="Hub revision or object version; pins what the revision hash sees.",
     )
 
 
@@ -51,7 +70,7 @@ class LoraAdapter(RuledModel):
     """A LoRA applied to the base model."""
 
     name: str = pydantic.Field(pattern=r"^[a-z0-9]([-a-z0-9_]*[a-z0-9])?$", max_length=63)
-    uri: str = pydantic.Field(pattern=MODEL_URI_PATTERN)
+    uri: str = pydantic.Field(pattern=MODEL_URI_PATTERN, max_length=MAX_URI_LENGTH)
     scale: float = pydantic.Field(default=1.0, ge=0.0, le=2.0)
     fuse: bool = pydantic.Field(default=True, description="Fuse into the weights before serving/compiling.")
 
@@ -110,6 +129,13 @@ class PromptSpec(RuledModel):
             message="attribute names must be unique",
             field=".attributes",
             check=lambda m: len({a.name for a in m.attributes}) == len(m.attributes),
+        ),
+        Rule(
+            # One attribute may list up to 256 values, but not every attribute: the config stays bounded.
+            cel=f"self.attributes.map(a, a.values.size()).sum() <= {MAX_PROMPT_VALUES}",
+            message=f"attributes may list at most {MAX_PROMPT_VALUES} values together",
+            field=".attributes",
+            check=lambda m: sum(len(a.values) for a in m.attributes) <= MAX_PROMPT_VALUES,
         ),
         Rule(
             cel="self.attributes.all(a, self.template.contains('{' + a.name + '}'))",
@@ -224,13 +250,16 @@ class EngineSpec(RuledModel):
     )
     gpu_product: str | None = pydantic.Field(
         default=None,
-        max_length=128,
-        description="nvidia.com/gpu.product the engines target, e.g. NVIDIA-H100-80GB-HBM3.",
+        max_length=LABEL_VALUE_MAX_LENGTH,
+        pattern=LABEL_VALUE_PATTERN,
+        description="nvidia.com/gpu.product the engines target, e.g. NVIDIA-H100-80GB-HBM3; a label value,"
+        " as the build Job's nodeSelector uses it.",
     )
-    tensorrt_version: str = pydantic.Field(default="10.13", pattern=r"^[0-9]+(\.[0-9]+){0,3}$")
+    tensorrt_version: str = pydantic.Field(default="10.13", pattern=r"^[0-9]+(\.[0-9]+){0,3}$", max_length=32)
     cache_claim: str = pydantic.Field(
         default="planetgen-engines",
         pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+        max_length=253,
         description="PersistentVolumeClaim holding the content-addressed engine cache.",
     )
 
@@ -276,11 +305,12 @@ def _default_lanes() -> dict[str, Lane]:
 class Images(RuledModel):
     """Container images for the children."""
 
-    predictor: str = "ghcr.io/planetgen/predictor:0.1.0"
-    upscaler: str = "ghcr.io/planetgen/predictor:0.1.0"
-    builder: str = "ghcr.io/planetgen/builder:0.1.0"
+    predictor: str = pydantic.Field(default="ghcr.io/planetgen/predictor:0.1.0", max_length=MAX_IMAGE_LENGTH)
+    upscaler: str = pydantic.Field(default="ghcr.io/planetgen/predictor:0.1.0", max_length=MAX_IMAGE_LENGTH)
+    builder: str = pydantic.Field(default="ghcr.io/planetgen/builder:0.1.0", max_length=MAX_IMAGE_LENGTH)
     storage_initializer: str = pydantic.Field(
         default="kserve/storage-initializer:v0.20.0",
+        max_length=MAX_IMAGE_LENGTH,
         description="Fetches the build Job's weights (hf://, s3://, gs://, pvc://) as KServe fetches the"
         " predictors'; use the image your KServe's inferenceservice-config names.",
     )
@@ -297,8 +327,19 @@ def _default_limits() -> dict[str, int | str]:
 class Resources(RuledModel):
     """Kubernetes resource requests and limits for a predictor container."""
 
-    requests: dict[str, Quantity] = pydantic.Field(default_factory=_default_requests)
-    limits: dict[str, Quantity] = pydantic.Field(default_factory=_default_limits)
+    requests: dict[str, Quantity] = pydantic.Field(default_factory=_default_requests, max_length=16)
+    limits: dict[str, Quantity] = pydantic.Field(default_factory=_default_limits, max_length=16)
+
+    __rules__ = (
+        Rule(
+            # Bounds the keys as the schema cannot, as long as Kubernetes' qualified names
+            # (nvidia.com/gpu): a 253-character prefix, '/', a 63-character name.
+            cel="self.requests.all(k, k.size() <= 317) && self.limits.all(k, k.size() <= 317)",
+            message="resource names must be at most 317 characters",
+            field=".requests",
+            check=lambda m: all(len(k) <= 317 for k in (*m.requests, *m.limits)),
+        ),
+    )
 
 
 class ServingSpec(RuledModel):
@@ -321,6 +362,13 @@ class ServingSpec(RuledModel):
             field=".defaultLane",
             check=lambda m: m.default_lane in m.lanes,
         ),
+        Rule(
+            # A CRD schema cannot bound map keys, and the spec's worst-case size needs them bounded.
+            cel="self.lanes.all(l, l.size() <= 63)",
+            message="lane names must be at most 63 characters",
+            field=".lanes",
+            check=lambda m: all(len(name) <= 63 for name in m.lanes),
+        ),
     )
 
 
@@ -334,7 +382,9 @@ class AutoscalingSpec(RuledModel):
     )
     scale_to_zero: bool = False
     prometheus_address: str = pydantic.Field(
-        default="http://prometheus-operated.monitoring.svc:9090", pattern=r"^https?://.+"
+        default="http://prometheus-operated.monitoring.svc:9090",
+        pattern=r"^https?://.+",
+        max_length=MAX_URI_LENGTH,
     )
 
     __rules__ = (
@@ -381,7 +431,10 @@ class AnalysisSpec(RuledModel):
         default=5, ge=0, le=1000, description="Checks with no data before the rollout fails."
     )
     prometheus_address: str | None = pydantic.Field(
-        default=None, pattern=r"^https?://.+", description="Defaults to autoscaling.prometheusAddress."
+        default=None,
+        pattern=r"^https?://.+",
+        max_length=MAX_URI_LENGTH,
+        description="Defaults to autoscaling.prometheusAddress.",
     )
 
 
@@ -436,6 +489,14 @@ class PlanetPipelineSpec(RuledModel):
             message="every lane's steps must be <= generation.maxSteps",
             field=".serving.lanes",
             check=lambda m: all(lane.steps <= m.generation.max_steps for lane in m.serving.lanes.values()),
+        ),
+        Rule(
+            cel="!self.autoscaling.scaleToZero || self.serving.deploymentMode == 'knative'",
+            message="scaleToZero needs serving.deploymentMode: knative: in Standard mode nothing wakes a"
+            " predictor at zero replicas (KServe has no activator there to hold the first request, and the"
+            " queue-depth metric comes from the predictor pods); use Knative mode, or minReplicas >= 1",
+            field=".autoscaling.scaleToZero",
+            check=lambda m: not m.autoscaling.scale_to_zero or m.serving.deployment_mode == "knative",
         ),
         Rule(
             cel="!has(self.upscale) || self.upscale.stages.all(s, s.type != 'upscale'"

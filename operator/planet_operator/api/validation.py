@@ -13,8 +13,15 @@ from typing import Any
 
 import pydantic
 
+from planet_operator.api import resource
 from planet_operator.api import spec as spec_models
 from planet_operator.api.resource import KIND, PlanetPipeline
+
+#: The most a spec may take as the per-revision ConfigMap writes it (JSON, indent 2, ASCII escapes).
+#: The ConfigMap holds it twice (generate.json, upscale.json), so this keeps it at half of the 1 MiB
+#: Kubernetes allows. The CRD's bounds keep an ASCII spec under this (tests/operator/test_api.py works
+#: out the worst case); only text with many escaped characters (emoji: 12 bytes each) can reach it.
+MAX_CONFIG_BYTES = 256 * 1024
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,14 +65,23 @@ class InvalidPipeline(ValueError):
 def parse(manifest: Mapping[str, Any]) -> PlanetPipeline:
     """Validate a whole object (shape and cross-field rules) or raise :class:`InvalidPipeline`."""
     name = _name_of(manifest)
+    # The API server runs the name rules beside the schema, so both kinds of problem come together.
+    named = [
+        FieldError(
+            path="metadata.name", reason="Invalid value", message=rule.message, value=name, has_value=True
+        )
+        for rule in resource.NAME_RULES
+        if name and not rule.check(name)
+    ]
     try:
         pipeline = PlanetPipeline.model_validate(dict(manifest))
     except pydantic.ValidationError as exc:
-        raise InvalidPipeline(name, [_from_pydantic(error) for error in exc.errors()]) from None
-    problems = [
+        raise InvalidPipeline(name, [*named, *(_from_pydantic(error) for error in exc.errors())]) from None
+    problems = named + [
         FieldError(path=v.path, reason="Invalid value", message=v.rule.message, value=v.value, has_value=True)
         for v in spec_models.violations(pipeline.spec)
     ]
+    problems += _size_problems(pipeline.spec)
     if problems:
         raise InvalidPipeline(name, problems)
     return pipeline
@@ -82,9 +98,37 @@ def parse_spec(spec: Mapping[str, Any], *, name: str = "") -> spec_models.Planet
         FieldError(path=v.path, reason="Invalid value", message=v.rule.message, value=v.value, has_value=True)
         for v in spec_models.violations(model)
     ]
+    problems += _size_problems(model)
     if problems:
         raise InvalidPipeline(name, problems)
     return model
+
+
+def config_bytes(value: Any) -> int:
+    """Bytes ``value`` takes in the pipeline ConfigMap: builders.config's serialisation, one level deep."""
+    return len(json.dumps({"spec": value}, sort_keys=True, indent=2))
+
+
+def _size_problems(model: spec_models.PlanetPipelineSpec) -> list[FieldError]:
+    """A spec too big for its ConfigMap, pointing at the part that makes it so."""
+    dumped = model.model_dump(mode="json", by_alias=True, exclude_none=True)
+    size = config_bytes(dumped)
+    if size <= MAX_CONFIG_BYTES:
+        return []
+    path, value = "spec", dumped
+    # Follow the biggest child while it is most of its parent: that names the field to shorten.
+    while isinstance(value, dict | list) and value:
+        children = value.items() if isinstance(value, dict) else enumerate(value)
+        key, child = max(children, key=lambda item: config_bytes(item[1]))
+        if 2 * config_bytes(child) < config_bytes(value):
+            break
+        path += f"[{key}]" if isinstance(key, int) else f".{key}"
+        value = child
+    message = (
+        f"the spec takes {size} bytes in the pipeline ConfigMap, more than {MAX_CONFIG_BYTES} (it is"
+        " stored twice there, and a ConfigMap holds at most 1 MiB)"
+    )
+    return [FieldError(path=path, reason="Too long", message=message)]
 
 
 def _name_of(manifest: Mapping[str, Any]) -> str:

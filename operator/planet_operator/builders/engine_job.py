@@ -7,7 +7,7 @@ from typing import Any
 from planet_build import errors
 from planet_operator.api import resource
 from planet_operator.api import spec as api
-from planet_operator.builders import meta, names
+from planet_operator.builders import names, storage
 from planet_operator.builders.plan import Plan, Release
 from planet_operator.builders.revision import engine_key_of, upscaler_uris
 
@@ -16,9 +16,14 @@ CACHE_DIR = "/mnt/engines"
 #: The weights, fetched by the storage initializer into an emptyDir (the builder never downloads).
 FETCH_DIR = "/mnt/fetched"
 CONTAINER = "build"
+COMPONENT = "engine-build"
 #: The kubelet copies the end of the log into the termination message when the builder wrote none,
 #: so the pod's status (and the pipeline's condition) says why it failed.
 TERMINATION_MESSAGE_POLICY = "FallbackToLogsOnError"
+
+
+#: Where a ``pvc://`` source's claim is mounted in the build pod (one folder per claim URI).
+PVC_DIR = "/mnt/pvc"
 
 
 def _remote_uris(spec: api.PlanetPipelineSpec) -> list[str]:
@@ -26,6 +31,28 @@ def _remote_uris(spec: api.PlanetPipelineSpec) -> list[str]:
     uris = [spec.model.base.uri, *(lora.uri for lora in spec.model.loras if lora.fuse)]
     uris += upscaler_uris(spec)
     return [uri for uri in dict.fromkeys(uris) if "://" in uri and not uri.startswith("file://")]
+
+
+def _claim(uri: str) -> str:
+    return uri.removeprefix(storage.PVC).partition("/")[0]
+
+
+def _job_meta(plan: Plan, key: str) -> dict[str, Any]:
+    """Metadata of a Job every pipeline with engine key ``key`` shares: nothing of one pipeline's.
+
+    No pipeline or revision label (the first pipeline's would stay on it for good: a Job is never
+    relabelled), and owners without ``controller``: each pipeline that needs the build adds itself,
+    and the garbage collector deletes the Job only when the last of them is gone.
+    """
+    labels = {
+        resource.LABEL_MANAGED_BY: resource.MANAGER,
+        resource.LABEL_COMPONENT: COMPONENT,
+        resource.LABEL_ENGINE_KEY: key[:63],
+    }
+    out: dict[str, Any] = {"name": names.engine_job(key), "namespace": plan.namespace, "labels": labels}
+    if plan.owner:
+        out["ownerReferences"] = [{k: v for k, v in plan.owner.items() if k != "controller"}]
+    return out
 
 
 def engine_job(plan: Plan, release: Release) -> dict[str, Any]:
@@ -60,13 +87,21 @@ def engine_job(plan: Plan, release: Release) -> dict[str, Any]:
     for uri in upscaler_uris(spec):
         args += ["--upscaler", uri]
     # Each remote URI is fetched into its own folder; the builder keys on the URI, reads the folder.
+    # A pvc:// URI is mounted, as KServe does for predictors: the initializer image cannot fetch it.
     fetch: list[str] = []
+    claims: list[tuple[str, str]] = []
     for index, uri in enumerate(_remote_uris(spec)):
+        if uri.startswith(storage.PVC):
+            mount = f"{PVC_DIR}/{index}"
+            claims.append((_claim(uri), mount))
+            args += ["--fetched", f"{uri}={storage.mounted(uri, mount)}"]
+            continue
         folder = f"{FETCH_DIR}/{index}"
-        fetch += [uri, folder]
+        # The download pins the model's revision, as the engine key does.
+        source = storage.download_uri(uri, spec.model.base.revision if uri == spec.model.base.uri else None)
+        fetch += [source, folder]
         args += ["--fetched", f"{uri}={folder}"]
-    job_meta = meta.object_meta(plan, name=names.engine_job(key), release=release, component="engine-build")
-    job_meta["labels"][resource.LABEL_ENGINE_KEY] = key[:63]
+    job_meta = _job_meta(plan, key)
     pod: dict[str, Any] = {
         "restartPolicy": "Never",
         "containers": [
@@ -88,6 +123,13 @@ def engine_job(plan: Plan, release: Release) -> dict[str, Any]:
             {"name": "fetched", "emptyDir": {}},
         ],
     }
+    for index, (claim, mount) in enumerate(claims):
+        pod["volumes"].append(
+            {"name": f"pvc-{index}", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}}
+        )
+        pod["containers"][0]["volumeMounts"].append(
+            {"name": f"pvc-{index}", "mountPath": mount, "readOnly": True}
+        )
     if fetch:
         # The same image and argument shape (SRC DEST pairs) as KServe's injected initializer.
         pod["initContainers"] = [

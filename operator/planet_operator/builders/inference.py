@@ -1,9 +1,12 @@
 """KServe InferenceServices for the generate and upscale components, in Knative or Standard mode.
 
-Canary traffic uses KServe's own split: ``predictor.canaryTrafficPercent`` in Knative mode (the
-newest revision gets the percent, ``latestRolledoutRevision`` the rest) and ``spec.canary[]`` in
-Standard mode (KServe 0.20+, Gateway API weights). Queue-depth autoscaling uses KServe's KEDA
-integration in Standard mode and KPA concurrency in Knative mode.
+Each revision has InferenceServices of its own: the primary (``<p>-generate``, the stable revision)
+and, during a rollout, the canary (``<p>-generate-<rev>``). The InferenceGraph splits traffic
+between them (builders.graph), so KServe's own canary fields (``canaryTrafficPercent``,
+``spec.canary[]``) are not used: they split only an InferenceService's own URL, which the graph's
+router bypasses, and Standard mode's ``spec.canary[]`` refuses storageUris predictors. Queue-depth
+autoscaling uses KServe's KEDA integration in Standard mode and KPA concurrency in Knative mode,
+each revision on its own queue.
 """
 
 from __future__ import annotations
@@ -11,49 +14,60 @@ from __future__ import annotations
 from typing import Any
 
 from planet_operator.api import spec as api
-from planet_operator.builders import config, meta, names
-from planet_operator.builders.plan import Plan, Release, effective_spec
+from planet_operator.builders import config, meta, names, storage
+from planet_operator.builders.plan import Mode, Plan, Release, Service, effective_spec
 from planet_operator.builders.revision import engine_key_of, needs_engine_build, upscaler_uris
 
 HTTP_PORT = 8080
+PORT_NAME = "http1"
 MODEL_DIR = "/mnt/models"
 ENGINE_DIR = "/mnt/engines"
-DEPLOYMENT_MODE = {"knative": "Knative", "standard": "Standard"}
+DEPLOYMENT_MODE: dict[Mode, str] = {"knative": "Knative", "standard": "Standard"}
 MODULES = {names.GENERATE: "planet_predictors.sdxl", names.UPSCALE: "planet_predictors.upscaler"}
+#: Knative's queue-proxy serves the kserve-container's metrics merged with its own on this port.
+AGGREGATE_METRICS_PORT = "9088"
 
 
-def inference_service(plan: Plan, component: str) -> dict[str, Any]:
-    """The InferenceService for ``component`` (generate or upscale) under ``plan``."""
-    name = f"{plan.pipeline}-{component}"
+def inference_service(plan: Plan, service: Service) -> dict[str, Any]:
+    """The InferenceService ``service`` (one component of one revision) under ``plan``."""
     mode = plan.deployment_mode
-    newest = plan.canary or plan.stable
-    annotations = {
-        "serving.kserve.io/deploymentMode": DEPLOYMENT_MODE[mode],
-        # Per-revision URLs (latest-/prev-) let the analysis and users reach the canary directly.
-        "serving.kserve.io/enable-tag-routing": "true",
-    }
+    annotations = {"serving.kserve.io/deploymentMode": DEPLOYMENT_MODE[mode]}
     if mode == "standard":
         annotations["serving.kserve.io/autoscalerClass"] = "keda"
-    spec: dict[str, Any]
-    if mode == "knative":
-        # Knative: the predictor is always the newest revision; the percent keeps the rest on the old one.
-        predictor = _predictor(plan, newest, component, name=name)
-        if plan.canary is not None:
-            predictor["canaryTrafficPercent"] = plan.canary_percent
-        spec = {"predictor": predictor}
-    else:
-        spec = {"predictor": _predictor(plan, plan.stable, component, name=name)}
-        if plan.canary is not None:
-            canary = _predictor(plan, plan.canary, component, name=name)
-            canary["name"] = f"rev-{plan.canary.revision}"
-            spec["canary"] = [{"predictor": canary, "trafficPercent": plan.canary_percent}]
+    predictor = _predictor(plan, service.release, service.component, name=service.name)
+    predictor["annotations"] = _scrape_annotations(mode)
     return {
         "apiVersion": "serving.kserve.io/v1beta1",
         "kind": "InferenceService",
         "metadata": meta.object_meta(
-            plan, name=name, release=newest, component=component, annotations=annotations
+            plan,
+            name=service.name,
+            release=service.release,
+            component=service.component,
+            annotations=annotations,
         ),
-        "spec": spec,
+        "spec": {"predictor": predictor},
+    }
+
+
+def _scrape_annotations(mode: str) -> dict[str, str]:
+    """Pod annotations that let Prometheus find the predictor's metrics (KEDA and the analysis read them).
+
+    KServe does not scrape predictors by default. In Knative mode its pod mutator, asked to, points
+    ``prometheus.io/*`` at queue-proxy's aggregate port (queue-proxy's and the model's metrics). In
+    Standard mode there is no queue-proxy and the mutator would still say port 9091, so scraping is
+    turned off there and the annotations name the model server's own port.
+    """
+    if mode == "knative":
+        return {
+            "serving.kserve.io/enable-metric-aggregation": "true",
+            "serving.kserve.io/enable-prometheus-scraping": "true",
+        }
+    return {
+        "serving.kserve.io/enable-prometheus-scraping": "false",
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": str(HTTP_PORT),
+        "prometheus.io/path": "/metrics",
     }
 
 
@@ -68,8 +82,9 @@ def _predictor(plan: Plan, release: Release, component: str, *, name: str) -> di
         "containers": [_container(plan, release, spec, component, name=name)],
         "volumes": _volumes(plan, release, spec),
     }
-    uris = [{"uri": spec.model.base.uri, "mountPath": MODEL_DIR}]
-    uris += [{"uri": lora.uri, "mountPath": f"/mnt/loras/{lora.name}"} for lora in spec.model.loras]
+    base = spec.model.base
+    uris = [{"uri": storage.download_uri(base.uri, base.revision), "mountPath": MODEL_DIR}]
+    uris += [{"uri": lora.uri, "mountPath": _lora_mount(lora)} for lora in spec.model.loras]
     if component == names.UPSCALE:
         uris = (uris if _needs_sdxl(spec) else []) + [
             {"uri": uri, "mountPath": names.upscaler_dir(uri)} for uri in upscaler_uris(spec)
@@ -85,8 +100,12 @@ def _predictor(plan: Plan, release: Release, component: str, *, name: str) -> di
         predictor["scaleTarget"] = scaling.target_queue_depth
         predictor["containerConcurrency"] = max(concurrency, scaling.target_queue_depth)
     else:
-        predictor["autoScaling"] = {"metrics": [_queue_depth_metric(plan, scaling, component)]}
+        predictor["autoScaling"] = {"metrics": [_queue_depth_metric(plan, release, scaling, component)]}
     return predictor
+
+
+def _lora_mount(lora: api.LoraAdapter) -> str:
+    return f"/mnt/loras/{lora.name}"
 
 
 def _needs_sdxl(spec: api.PlanetPipelineSpec) -> bool:
@@ -94,8 +113,14 @@ def _needs_sdxl(spec: api.PlanetPipelineSpec) -> bool:
     return spec.upscale is not None and any(stage.type == "img2img" for stage in spec.upscale.stages)
 
 
-def _queue_depth_metric(plan: Plan, scaling: api.AutoscalingSpec, component: str) -> dict[str, Any]:
-    selector = f'namespace="{plan.namespace}",pipeline="{plan.pipeline}",component="{component}"'
+def _queue_depth_metric(
+    plan: Plan, release: Release, scaling: api.AutoscalingSpec, component: str
+) -> dict[str, Any]:
+    # Per revision: a canary's queue must not scale the primary, nor the primary's the canary.
+    selector = (
+        f'namespace="{plan.namespace}",pipeline="{plan.pipeline}",'
+        f'revision="{release.revision}",component="{component}"'
+    )
     # Queued plus in flight: a queue that is empty only because every replica is busy still needs
     # them all (bench/autoscaling_sim.py: queue-only scaling thrashed to 1 replica under steady load).
     query = (
@@ -124,13 +149,13 @@ def _container(
         f"--backend={spec.engine.backend}",
     ]
     if component == names.GENERATE or _needs_sdxl(spec):
-        args.append(f"--model-dir={MODEL_DIR}")
+        args.append(f"--model-dir={storage.mounted(spec.model.base.uri, MODEL_DIR)}")
     if component == names.UPSCALE:
         args.append(f"--upscaler-root={names.UPSCALER_ROOT}")
     if needs_engine_build(spec):
         args.append(f"--engine-dir={ENGINE_DIR}/{engine_key_of(spec)}")
     for lora in spec.model.loras:
-        args.append(f"--lora=/mnt/loras/{lora.name}:{lora.scale}")
+        args.append(f"--lora={storage.mounted(lora.uri, _lora_mount(lora))}:{lora.scale}")
     mounts = [{"name": "pipeline-config", "mountPath": config.CONFIG_DIR, "readOnly": True}]
     if needs_engine_build(spec):
         mounts.append({"name": "engines", "mountPath": ENGINE_DIR, "readOnly": True})
@@ -139,7 +164,8 @@ def _container(
         "image": images.predictor if component == names.GENERATE else images.upscaler,
         "command": ["python", "-m", MODULES[component]],
         "args": args,
-        "ports": [{"containerPort": HTTP_PORT, "protocol": "TCP"}],
+        # Named for the chart's PodMonitor; "http1" is also the name Knative accepts for HTTP/1.
+        "ports": [{"name": PORT_NAME, "containerPort": HTTP_PORT, "protocol": "TCP"}],
         "env": [
             {"name": "PLANET_PIPELINE", "value": plan.pipeline},
             {"name": "PLANET_REVISION", "value": release.revision},

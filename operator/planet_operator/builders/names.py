@@ -10,14 +10,23 @@ GENERATE = "generate"
 UPSCALE = "upscale"
 
 
-def generate_service(pipeline: str) -> str:
-    """The SDXL InferenceService."""
-    return f"{pipeline}-{GENERATE}"
+def service(pipeline: str, component: str, canary: str | None = None) -> str:
+    """An InferenceService: ``<p>-generate`` serves the stable revision, ``<p>-generate-<rev>`` a canary.
+
+    Flagger's primary/canary in KServe's terms: the primary's name never changes (clients may call
+    it directly), a canary runs beside it under its revision's name until promoted or rolled back.
+    """
+    return f"{pipeline}-{component}" if canary is None else f"{pipeline}-{component}-{canary}"
 
 
-def upscale_service(pipeline: str) -> str:
-    """The upscaler InferenceService."""
-    return f"{pipeline}-{UPSCALE}"
+def generate_service(pipeline: str, canary: str | None = None) -> str:
+    """The SDXL InferenceService (of the canary revision ``canary`` when given)."""
+    return service(pipeline, GENERATE, canary)
+
+
+def upscale_service(pipeline: str, canary: str | None = None) -> str:
+    """The upscaler InferenceService (of the canary revision ``canary`` when given)."""
+    return service(pipeline, UPSCALE, canary)
 
 
 def graph(pipeline: str) -> str:

@@ -6,6 +6,7 @@ import dataclasses
 from typing import Any, Literal
 
 from planet_operator.api.spec import PlanetPipelineSpec
+from planet_operator.builders import names
 
 Mode = Literal["knative", "standard"]
 
@@ -16,6 +17,21 @@ class Release:
 
     revision: str
     spec: PlanetPipelineSpec
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Service:
+    """One InferenceService of a plan: which component of which revision, under which name."""
+
+    name: str
+    component: str
+    release: Release
+    canary: bool
+
+
+def components(spec: PlanetPipelineSpec) -> list[str]:
+    """The components a revision runs: generate, and upscale when it has an upscale chain."""
+    return [names.GENERATE] + ([names.UPSCALE] if spec.upscale is not None else [])
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -31,6 +47,36 @@ class Plan:
     canary_percent: int = 0
     owner: dict[str, Any] | None = None
     mode: Mode | None = None
+
+    @property
+    def handoff(self) -> bool:
+        """A promoted canary keeps all traffic while the primary rolls to its revision (Flagger's way)."""
+        return self.canary is not None and self.canary.revision == self.stable.revision
+
+    def primary(self) -> list[Service]:
+        """The stable revision's InferenceServices, under the names that never change."""
+        return [
+            Service(name=names.service(self.pipeline, c), component=c, release=self.stable, canary=False)
+            for c in components(self.stable.spec)
+        ]
+
+    def canaries(self) -> list[Service]:
+        """The canary revision's InferenceServices, named after it (none without a canary)."""
+        if self.canary is None:
+            return []
+        rev = self.canary.revision
+        return [
+            Service(name=names.service(self.pipeline, c, rev), component=c, release=self.canary, canary=True)
+            for c in components(self.canary.spec)
+        ]
+
+    def services(self) -> list[Service]:
+        """Every InferenceService to apply: the primary, and the canary beside it."""
+        return self.primary() + self.canaries()
+
+    def serving(self) -> list[Service]:
+        """The services whose readiness is the pipeline's: the canary's while it has all traffic."""
+        return self.canaries() if self.canary_percent >= 100 else self.primary()
 
     @property
     def deployment_mode(self) -> Mode:

@@ -11,7 +11,7 @@ from importlib import metadata
 from planet_operator.cli import errors
 
 #: Each subcommand is a module of this package with ``add_parser(sub)``.
-SUBCOMMANDS = ("render", "crds", "docs", "operator")
+SUBCOMMANDS = ("render", "crds", "docs", "operator", "release_finalizers")
 #: More subcommands from installed distributions: ``name = "module:add_parser"`` entry points.
 #: The dev harness adds ``dev`` and ``demo`` this way; the operator image ships without them.
 PLUGINS = "planetgen.cli"

@@ -10,7 +10,7 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-from planet_operator.api import resource
+from planet_operator.api import resource, validation
 from planet_operator.crd import generate
 
 JSON = dict[str, Any]
@@ -84,7 +84,10 @@ def reference() -> str:
         f"Short names: {', '.join(f'`{n}`' for n in resource.SHORT_NAMES)}. "
         "Defaults are applied by the API server (and by the operator for objects created before a "
         "default existed); the validation rules at the end are enforced by the API server as CEL "
-        "and by the operator and `planet render` with the same messages.",
+        "and by the operator and `planet render` with the same messages. The bounds keep the largest "
+        "spec the API server admits within what its per-revision ConfigMap holds; the operator and "
+        f"`planet render` also refuse a spec that takes more than {validation.MAX_CONFIG_BYTES // 1024} KiB "
+        "there (only text with many escaped characters can), naming the field that makes it so.",
         "",
         "## Printer columns (`kubectl get pp`)",
         "",

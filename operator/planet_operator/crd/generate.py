@@ -17,8 +17,6 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
     {"name": "Ready", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].status'},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
 ]
-#: Children are named ``<name>-generate`` etc.; 40 keeps every derived name within 63 characters.
-MAX_NAME_LENGTH = 40
 
 
 def crd() -> dict[str, Any]:
@@ -34,12 +32,8 @@ def crd() -> dict[str, Any]:
             "spec": schema.structural_schema(PlanetPipelineSpec),
             "status": schema.structural_schema(PlanetPipelineStatus),
         },
-        "x-kubernetes-validations": [
-            {
-                "rule": f"self.metadata.name.size() <= {MAX_NAME_LENGTH}",
-                "message": f"metadata.name must be at most {MAX_NAME_LENGTH} characters",
-            }
-        ],
+        # The schema cannot constrain metadata; CEL on the root may read metadata.name.
+        "x-kubernetes-validations": [rule.as_cel() for rule in resource.NAME_RULES],
     }
     return {
         "apiVersion": "apiextensions.k8s.io/v1",

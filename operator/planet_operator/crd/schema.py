@@ -134,6 +134,10 @@ class _Converter:
             "string",
         }:
             out: JSON = {"x-kubernetes-int-or-string": True}
+            # A bound on the string branch applies to the node: Kubernetes checks it on strings only.
+            for branch in branches:
+                if branch.get("type") == "string":
+                    out.update({key: branch[key] for key in ("maxLength", "pattern") if key in branch})
         elif len(branches) == 1:
             # Optional[X]: absence means None, so no ``nullable`` is needed.
             out = self.node(branches[0])

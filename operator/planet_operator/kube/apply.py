@@ -54,16 +54,45 @@ def _has(body: Any, path: tuple[str, ...]) -> bool:
     return True
 
 
-#: Kinds whose spec the API server refuses to change once created; named by their content, so only
-#: their metadata (labels, owners) is kept up to date. A build Job is keyed by its engine key.
-_FIXED_SPEC = ("Job",)
+#: Kinds fixed at create: a Job's pod template is immutable, and a build Job is named by its engine
+#: key and shared by every pipeline with that key, so no pipeline's labels or spec may win a patch.
+#: The only write to a live one adds an owner (see :func:`_join`).
+_FIXED = ("Job",)
 
 
 def _wanted(body: Body) -> Body:
-    """The parts of a manifest the operator owns: everything but status (only metadata when fixed)."""
-    if body.get("kind") in _FIXED_SPEC:
-        return {k: v for k, v in body.items() if k in ("apiVersion", "kind", "metadata")}
+    """The parts of a manifest the operator owns: everything but status."""
     return {k: v for k, v in body.items() if k not in ("status",)}
+
+
+def _uids(body: Body) -> list[str]:
+    return [str(ref.get("uid")) for ref in (body.get("metadata") or {}).get("ownerReferences") or []]
+
+
+async def _join(client: Client, desired: Body, live: Body) -> Result:
+    """Add ``desired``'s owners that ``live`` lacks, keeping every other owner and all else as it is.
+
+    Several owners and no controller among them: the garbage collector deletes the object only when
+    the last owner is gone. Changing ownerReferences needs ``delete`` on the object under
+    OwnerReferencesPermissionEnforcement (the chart grants it).
+    """
+    meta = live.get("metadata") or {}
+    have = set(_uids(live))
+    wanted = desired["metadata"].get("ownerReferences") or []
+    missing = [ref for ref in wanted if str(ref.get("uid")) not in have]
+    if not missing or meta.get("deletionTimestamp"):
+        return "unchanged"
+    # The whole list (a merge patch replaces lists), guarded by the resourceVersion it was read at:
+    # an owner another pass added meanwhile is a 409, and the next pass reads it and tries again.
+    patch = {
+        "metadata": {
+            "resourceVersion": meta.get("resourceVersion"),
+            "ownerReferences": [*(meta.get("ownerReferences") or []), *missing],
+        }
+    }
+    resource = resources.of(desired)
+    await client.patch(resource, str(meta.get("namespace")), str(meta.get("name")), patch)
+    return "updated"
 
 
 async def ensure(client: Client, desired: Body, *, live: Body | None = None, indexed: bool = False) -> Result:
@@ -91,6 +120,16 @@ async def ensure(client: Client, desired: Body, *, live: Body | None = None, ind
                 # Taken, and gone again (it was being deleted): its deletion wakes the next pass,
                 # which creates it. Not a refusal.
                 return "unchanged"
+    if desired.get("kind") in _FIXED:
+        try:
+            return await _join(client, desired, live)
+        except Conflict:
+            # Read at an older version (the index lags, another pipeline joined): once more, fresh.
+            try:
+                live = await client.get(resource, namespace, name)
+            except NotFound:
+                return "unchanged"  # gone meanwhile: the next pass creates it
+            return await _join(client, desired, live)
     stale = _stale_keys(live, desired)
     if contains(live, _wanted(desired)) and not stale:
         return "unchanged"

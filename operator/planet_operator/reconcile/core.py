@@ -18,6 +18,7 @@ from planet_operator.api.resource import API_VERSION, KIND
 from planet_operator.api.spec import PlanetPipelineSpec
 from planet_operator.api.status import PlanetPipelineStatus
 from planet_operator.builders import children, engine_job, names, plan, revision
+from planet_operator.builders.inference import DEPLOYMENT_MODE
 from planet_operator.kube import apply, resources
 from planet_operator.kube.client import APIError, Conflict
 from planet_operator.reconcile import causes, diagnose, engines, history, notices, observe, report
@@ -26,6 +27,8 @@ from planet_operator.rollout import analysis, machine
 
 Body = Mapping[str, Any]
 _MakePlan = Callable[..., plan.Plan]
+#: How often a rollout waiting on predictors looks again (their changes also wake it at once).
+HANDOFF_POLL_SECONDS = 5.0
 _T = TypeVar("_T")
 
 
@@ -136,10 +139,9 @@ async def _reconcile(
         await _apply(work, deployed)
 
     # 6. What the children do: predictors that fail, or stopped serving.
+    serving = [s.name for s in deployed.serving()] if deployed is not None else []
     work.causes.extend(
-        diagnose.services(
-            observed, deployed=deployed is not None, served=report.has_served(before), now=ctx.clock()
-        )
+        diagnose.services(observed, serving=serving, served=report.has_served(before), now=ctx.clock())
     )
 
     # 7. Report, then announce what started or stopped going wrong (once per cause).
@@ -152,6 +154,7 @@ async def _reconcile(
         pipeline=work.name,
         deployed=deployed is not None,
         building=work.building,
+        routed=serving,
         causes=found,
         waiting={
             name: diagnose.waiting_for(observed.pods.get(("InferenceService", name), ()), now=now)
@@ -249,7 +252,12 @@ async def _plan(work: _Pass, commands: machine.Commands) -> plan.Plan | None:
     stable_rev = status.stable_revision
     stable_spec = _stored_spec(work, stable_rev) if stable_rev else None
     make: _MakePlan = functools.partial(
-        plan.Plan, pipeline=work.name, namespace=work.namespace, live=work.spec, owner=work.owner
+        plan.Plan,
+        pipeline=work.name,
+        namespace=work.namespace,
+        live=work.spec,
+        owner=work.owner,
+        mode=_live_mode(work),
     )
 
     # First deploy (or the stable revision's record is gone): the current revision is all there is.
@@ -265,10 +273,15 @@ async def _plan(work: _Pass, commands: machine.Commands) -> plan.Plan | None:
         return make(stable=target)
 
     stable = plan.Release(revision=stable_rev, spec=stable_spec)
-    # The spec is back on the stable revision: any canary in flight is dropped.
+    # The spec is on the stable revision (it came back, or its canary was promoted).
     if rev == stable_rev:
         if status.canary_revision:
             _end_canary(work, result="Superseded", reason="spec returned to the stable revision")
+        promoted = make(stable=stable, canary=stable, canary_percent=100)
+        if _handing_off(work, promoted):
+            # The promoted canary keeps all traffic until the primary serves its revision.
+            work.requeue_after = HANDOFF_POLL_SECONDS
+            return promoted
         return make(stable=stable)
 
     # A revision that was rolled back or aborted stays off until the spec changes again.
@@ -327,6 +340,13 @@ async def _rollout(
         )
         metrics.ROLLOUTS.labels(result="started").inc()
 
+    if status.rollout is None and not _all_ready(work, make(stable=stable, canary=canary).canaries()):
+        # Flagger's rule: no traffic until the canary's predictors are ready (the graph's router
+        # also needs their addresses). The rollout's clock starts when they are.
+        status.traffic_percent = 0
+        work.requeue_after = HANDOFF_POLL_SECONDS
+        return make(stable=stable, canary=canary, canary_percent=0)
+
     result = None
     if machine.analysis_due(spec=spec.rollout, state=status.rollout, now=now):
         address = spec.rollout.analysis.prometheus_address or spec.autoscaling.prometheus_address
@@ -358,7 +378,8 @@ async def _rollout(
         _end_canary(work, result="Promoted", reason=decision.reason)
         ctx.emit(work.body, "Normal", "Promoted", f"{canary.revision} promoted: {decision.reason}")
         metrics.ROLLOUTS.labels(result="promoted").inc()
-        return make(stable=canary)
+        # The warm canary takes all traffic at once; the primary follows (see _handing_off).
+        return make(stable=canary, canary=canary, canary_percent=100)
     if decision.outcome in ("rollback", "abort"):
         result_name = "RolledBack" if decision.outcome == "rollback" else "Aborted"
         _end_canary(work, result=result_name, reason=decision.reason)
@@ -373,6 +394,61 @@ async def _rollout(
     wait = machine.requeue_after(spec=spec.rollout, state=decision.state, now=now)
     work.requeue_after = max(wait, 0.5)
     return make(stable=stable, canary=canary, canary_percent=weight)
+
+
+def _live_mode(work: _Pass) -> plan.Mode | None:
+    """The mode the running primary has when the spec asks for another; None when they agree.
+
+    KServe refuses to change a live InferenceService's deployment mode (it is pinned in its status),
+    so the pipeline keeps serving in the mode it has and says why the spec's mode is not applied.
+    """
+    primary = work.observed.services.get(names.generate_service(work.name))
+    if primary is None:
+        return None
+    annotations = (primary.get("metadata") or {}).get("annotations") or {}
+    live = (primary.get("status") or {}).get("deploymentMode") or annotations.get(
+        "serving.kserve.io/deploymentMode"
+    )
+    wanted = work.spec.serving.deployment_mode
+    mode: plan.Mode | None = next((m for m, v in DEPLOYMENT_MODE.items() if v == live), None)
+    if mode is None or mode == wanted:
+        return None
+    work.causes.append(
+        causes.Cause(
+            kind=KIND,
+            name=work.name,
+            reason="DeploymentModeImmutable",
+            message=(
+                f"spec.serving.deploymentMode: {wanted} is not applied: KServe cannot change the mode of "
+                f"a running InferenceService, so the pipeline keeps serving in {mode} mode. To move, "
+                f"create a pipeline with the new mode, move clients to it, then delete this one "
+                f"(or set the mode back to {mode})"
+            ),
+        )
+    )
+    return mode
+
+
+def _all_ready(work: _Pass, services: list[plan.Service]) -> bool:
+    return all(observe.is_ready(work.observed.services.get(s.name)) for s in services)
+
+
+def _handing_off(work: _Pass, promoted: plan.Plan) -> bool:
+    """A promoted canary still runs and the primary does not yet serve its revision everywhere."""
+    canaries = promoted.canaries()
+    if not any(s.name in work.observed.services for s in canaries):
+        return False
+    if not _all_ready(work, canaries):
+        # The canary went away or broke: nothing to hand over from, the primary serves as it can.
+        return False
+    return not all(
+        observe.serves_revision(
+            work.observed.services.get(s.name),
+            work.observed.pods.get(("InferenceService", s.name), ()),
+            promoted.stable.revision,
+        )
+        for s in promoted.primary()
+    )
 
 
 def _end_canary(work: _Pass, *, result: str, reason: str) -> None:

@@ -19,6 +19,7 @@ import datetime
 from collections.abc import Collection, Mapping
 from typing import Any
 
+from planet_operator.api import resource
 from planet_operator.reconcile import causes, observe
 
 Body = Mapping[str, Any]
@@ -78,12 +79,17 @@ def slim_pod(body: Body) -> dict[str, Any]:
     """The parts of a pod that explain a failure: what the operator's pod index keeps."""
     meta = body.get("metadata") or {}
     status = body.get("status") or {}
+    kept: dict[str, Any] = {
+        key: meta[key]
+        for key in ("name", "namespace", "creationTimestamp", "deletionTimestamp")
+        if key in meta
+    }
+    revision = (meta.get("labels") or {}).get(resource.LABEL_REVISION)
+    if revision:
+        # Which revision the pod serves: a primary's rolling update is through when none is old.
+        kept["labels"] = {resource.LABEL_REVISION: revision}
     return {
-        "metadata": {
-            key: meta[key]
-            for key in ("name", "namespace", "creationTimestamp", "deletionTimestamp")
-            if key in meta
-        },
+        "metadata": kept,
         "status": {
             key: status[key]
             for key in (
@@ -351,15 +357,19 @@ def _failing_condition(service: Body) -> Mapping[str, Any] | None:
 
 
 def services(
-    observed: observe.Observed, *, deployed: bool, served: bool, now: datetime.datetime
+    observed: observe.Observed, *, serving: Collection[str], served: bool, now: datetime.datetime
 ) -> list[causes.Cause]:
-    """Causes for the InferenceServices that fail, or that stopped serving (``served``: they did once)."""
+    """Causes for the InferenceServices that fail, or that stopped serving.
+
+    ``serving`` names the services that carry the pipeline's traffic (a canary still starting is not
+    one of them); ``served``: the pipeline served once, so their not being ready is a loss.
+    """
     found = []
     for name, service in sorted(observed.services.items()):
         failed = service_failed(service, observed.pods.get(("InferenceService", name), ()), now=now)
         if failed is not None:
             found.append(failed)
-        elif deployed and served and not observe.is_ready(service):
+        elif name in serving and served and not observe.is_ready(service):
             found.append(
                 causes.Cause(
                     kind="InferenceService",

@@ -40,13 +40,42 @@ def condition(body: Body | None, type: str) -> Mapping[str, Any] | None:
 
 
 def is_ready(body: Body | None) -> bool:
-    """Ready=True for the current generation of the object."""
+    """Ready=True, as KServe reports it for an InferenceService or an InferenceGraph.
+
+    ``status.observedGeneration`` is not compared: KServe copies it from the Deployment (or Knative
+    Service) it made, so it says nothing about the KServe object's own generation. In Knative mode a
+    revision still rolling out shows as ``latestCreatedRevision`` ahead of ``latestReadyRevision``.
+    """
     ready = condition(body, "Ready")
     if body is None or ready is None or ready.get("status") != "True":
         return False
-    observed = (body.get("status") or {}).get("observedGeneration")
-    generation = (body.get("metadata") or {}).get("generation")
-    return observed is None or generation is None or observed >= generation
+    predictor = ((body.get("status") or {}).get("components") or {}).get("predictor") or {}
+    created, serving = predictor.get("latestCreatedRevision"), predictor.get("latestReadyRevision")
+    return not created or not serving or created == serving
+
+
+def serves_revision(body: Body | None, pods: Collection[Body], revision: str) -> bool:
+    """The InferenceService is ready and none of its ready pods serves another revision.
+
+    KServe's Ready (Deployment Available) holds all through a rolling update, while old pods still
+    answer: the pods' revision labels say when the update is through. With no pods known (scaled
+    to zero, or not indexed) Ready is all there is to go by.
+    """
+    if not is_ready(body):
+        return False
+    live = [p for p in pods if not (p.get("metadata") or {}).get("deletionTimestamp") and _pod_ready(p)]
+    return all(_labels(p).get(resource.LABEL_REVISION) == revision for p in live)
+
+
+def _pod_ready(pod: Body) -> bool:
+    return any(
+        c.get("type") == "Ready" and c.get("status") == "True"
+        for c in (pod.get("status") or {}).get("conditions") or []
+    )
+
+
+def _labels(body: Body) -> Mapping[str, Any]:
+    return (body.get("metadata") or {}).get("labels") or {}
 
 
 def not_ready_reason(body: Body | None) -> str:

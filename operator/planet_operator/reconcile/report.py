@@ -88,6 +88,7 @@ def summarise(
     pipeline: str,
     deployed: bool,
     building: str,
+    routed: Sequence[str],
     causes: Sequence[causes_.Cause] = (),
     waiting: Mapping[str, str] | None = None,
     now: str,
@@ -95,16 +96,17 @@ def summarise(
 ) -> PlanetPipelineStatus:
     """Phase, conditions, URL and history from the children and this pass's causes.
 
-    ``building`` describes a build in progress ("" when none runs); ``causes`` are the refused
-    writes and failing children of this pass; ``waiting`` what each starting InferenceService's
-    pods wait for. Every message says what is true now.
+    ``building`` describes a build in progress ("" when none runs); ``routed`` names the
+    InferenceServices the graph sends the pipeline's traffic to (the primary's, or a promoted
+    canary's while the primary rolls); ``causes`` are the refused writes and failing children of
+    this pass; ``waiting`` what each starting InferenceService's pods wait for. Every message says
+    what is true now.
     """
     waiting = waiting or {}
     out = status.model_copy(deep=True)
     out.observed_generation = generation
     out.current_revision = revision
-    wanted = [names.generate_service(pipeline)] + ([names.upscale_service(pipeline)] if spec.upscale else [])
-    services = {name: observed.services.get(name) for name in wanted}
+    services = {name: observed.services.get(name) for name in routed}
     graph = observed.graphs.get(names.graph(pipeline))
     not_ready = {
         name: "; ".join(filter(None, [observe.not_ready_reason(body), waiting.get(name, "")]))
@@ -162,6 +164,14 @@ def summarise(
     if out.canary_revision and out.rollout is not None:
         paused = out.rollout.paused
         mark("RolloutProgressing", True, "Paused" if paused else "Progressing", out.rollout.message)
+    elif out.canary_revision:
+        # The canary's InferenceServices run but are not all Ready: no traffic, the clock not started.
+        mark(
+            "RolloutProgressing",
+            True,
+            "CanaryStarting",
+            f"canary {out.canary_revision} starting; it takes traffic once its predictors are ready",
+        )
 
     # Degraded: something was refused, failed, or stopped serving.
     if causes:

@@ -1,7 +1,8 @@
 """Errors a client can see, each with its HTTP status and its ``planet_errors_total`` reason.
 
 Every error answer has one JSON shape, whatever produced it (this package, KServe, Starlette):
-``{"error": "<message>", "reason": "<reason>"}`` plus ``"field"`` when one field is at fault.
+``{"error": "<message>", "reason": "<reason>"}`` plus ``"field"`` when one field is at fault, and
+``"retryAfter"`` (seconds, as in the ``Retry-After`` header) on a 429.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ class PlanetError(Exception):
         #: Set once this error is in ``planet_errors_total`` (the batcher counts per image).
         self.counted = False
 
-    def body(self) -> dict[str, str]:
+    def body(self) -> dict[str, Any]:
         """The JSON body of every error answer (see the module docstring)."""
         return error_body(self.message, self.reason, self.field)
 
@@ -62,6 +63,14 @@ class QueueFull(PlanetError):
     def __init__(self, message: str, *, retry_after: float) -> None:
         self.retry_after = max(1, math.ceil(retry_after))
         super().__init__(message, headers={"Retry-After": str(self.retry_after)})
+
+    def body(self) -> dict[str, Any]:
+        """The error body with ``retryAfter`` (seconds), the header's value.
+
+        KServe's InferenceGraph router passes a step's status and body on but drops its headers:
+        through the graph, the body is the only place a client finds when to retry.
+        """
+        return {**super().body(), "retryAfter": self.retry_after}
 
 
 class RequestTimeout(PlanetError):

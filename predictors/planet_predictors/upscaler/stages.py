@@ -164,6 +164,12 @@ def cost_limits(spec: PlanetPipelineSpec, chain: Sequence[Stage], *, max_input_p
 def checkpoint(root: Path, uri: str) -> Path:
     """The checkpoint file for ``uri``: ``<root>/<sha12(uri)>/`` (first match), or a local path."""
     folder = root / sha12(uri)
+    if uri.startswith("pvc://"):
+        # KServe mounts a pvc:// URI's whole claim there; the URI's path is the checkpoint's place.
+        inner = uri.removeprefix("pvc://").partition("/")[2].strip("/")
+        if inner and (folder / inner).is_file():
+            return folder / inner
+        folder = folder / inner if inner else folder
     if folder.is_dir():
         for suffix in CHECKPOINT_SUFFIXES:
             found = sorted(p for p in folder.rglob(f"*{suffix}") if p.is_file())
