@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.polling import until
 
 from planet_harness.controlplane import ControlPlane
 from planet_harness.kubelet import Images
@@ -39,16 +39,6 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
     assert "pg-" not in leftovers, f"network namespaces left behind: {leftovers}"
     links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
     assert " pg-" not in links, "links left behind"
-
-
-def until(what: str, check: Callable[[], Any], timeout: float = 60) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.3)
-    raise AssertionError(f"{what} not within {timeout:.0f} s")
 
 
 def get(cluster: ControlPlane, *args: str) -> Any:

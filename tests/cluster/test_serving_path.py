@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from tests.polling import log_tails, until
 
 from planet_harness import stack as harness
 from planet_harness.kubelet import Images
@@ -48,17 +47,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[harness.Stack]:
     extra = Images(entrypoints={ECHO: [sys.executable, "-c", PREDICTOR]})
     with harness.running(tmp_path_factory.mktemp("stack"), model_store=store, extra=extra) as running:
         yield running
-
-
-def until(what: str, check: Callable[[], Any], timeout: float, logs: Path) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.5)
-    tails = {p.name: p.read_text(errors="replace")[-1500:] for p in sorted(logs.glob("*.log"))}
-    raise AssertionError(f"{what} not within {timeout:.0f} s:\n" + json.dumps(tails, indent=1)[-6000:])
 
 
 def ready(stack: harness.Stack, kind: str, name: str, namespace: str) -> dict[str, Any] | None:
@@ -102,7 +90,12 @@ def test_inference_service_and_graph_through_the_gateway(stack: harness.Stack) -
         },
     }
     cluster.apply([isvc])
-    served = until("InferenceService Ready", lambda: ready(stack, "isvc", "echo", "serve"), 120, cluster.logs)
+    served = until(
+        "InferenceService Ready",
+        lambda: ready(stack, "isvc", "echo", "serve"),
+        timeout=120,
+        describe=log_tails(cluster.logs),
+    )
     # KServe's pod mutator added the storage initializer; it copied the weights from the local store.
     pod = json.loads(
         cluster.kubectl(
@@ -135,7 +128,12 @@ def test_inference_service_and_graph_through_the_gateway(stack: harness.Stack) -
         },
     }
     cluster.apply([graph])
-    until("InferenceGraph Ready", lambda: ready(stack, "ig", "chain", "serve"), 120, cluster.logs)
+    until(
+        "InferenceGraph Ready",
+        lambda: ready(stack, "ig", "chain", "serve"),
+        timeout=120,
+        describe=log_tails(cluster.logs),
+    )
 
     # In Standard mode KServe gives a graph a Service but no HTTPRoute (its status.url has no route),
     # and reports it Ready from its Deployment before the Service has ready endpoints: a client in the
@@ -148,6 +146,6 @@ def test_inference_service_and_graph_through_the_gateway(stack: harness.Stack) -
                 raise AssertionError(exc.read().decode()) from None
             return None
 
-    answer = until("the graph to answer", answered, 60, cluster.logs)
+    answer = until("the graph to answer", answered, timeout=60, describe=log_tails(cluster.logs))
     # KServe's router called the step's Service twice, through the gateway, feeding $response on.
     assert answer["hops"] == ["echo:w1", "echo:w1"]

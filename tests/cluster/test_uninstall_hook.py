@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import json
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from tests.chart import helm
 from tests.conftest import ROOT
+from tests.polling import until
 
 from planet_harness import cluster as harness
 from planet_harness.controlplane import ControlPlane
@@ -38,16 +38,6 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
         yield cluster
     finally:
         cluster.stop()
-
-
-def until(what: str, check: Callable[[], Any], *, timeout: float = 90, log: Callable[[], str] = str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"{what} not within {timeout:.0f} s\n{log()}")
 
 
 def get(cluster: ControlPlane, *args: str) -> Any:
@@ -80,7 +70,9 @@ def test_helm_uninstall_runs_the_hook_and_leaves_pipelines_deletable(node: Contr
         body = get(node, "pp", name, "-n", "work")
         return list((body or {}).get("metadata", {}).get("finalizers") or [])
 
-    until("the operator pod's finalizer", lambda: FINALIZER in finalizers(), log=lambda: operator_log(node))
+    until(
+        "the operator pod's finalizer", lambda: FINALIZER in finalizers(), describe=lambda: operator_log(node)
+    )
 
     done = node.helm("uninstall", RELEASE, "--namespace", NAMESPACE, "--wait", "--timeout=3m", check=False)
     assert done.returncode == 0, done.stderr
