@@ -107,11 +107,15 @@ def generate_isvc(api: Cluster) -> dict[str, Any]:
     )
 
 
-def services(api: Cluster) -> list[str]:
+def _isvcs(api: Cluster) -> list[dict[str, Any]]:
     found = api.custom.list_namespaced_custom_object(
         "serving.kserve.io", "v1beta1", api.namespace, "inferenceservices"
     )
-    return sorted(item["metadata"]["name"] for item in found["items"])
+    return list(found["items"])
+
+
+def services(api: Cluster) -> list[str]:
+    return sorted(item["metadata"]["name"] for item in _isvcs(api))
 
 
 def canary_weight(api: Cluster) -> int | None:
@@ -163,7 +167,7 @@ def test_healthy_canary_is_promoted_through_every_step(
         (canary, "Promoted"),
     ]
     # Promoted: the primary serves the canary's revision and the canary's services are gone.
-    wait_for("canary services removed", lambda: services(api) == ["moons-generate"], log=operator)
+    wait_for("canary services removed", lambda: services(api) == ["moons-generate"], timeout=90, log=operator)
     assert generate_isvc(api)["spec"]["predictor"]["labels"]["planetgen.io/revision"] == canary
     assert canary_weight(api) is None
     assert events(api, "Promoted")
@@ -186,9 +190,20 @@ def test_bad_canary_is_rolled_back(
     assert metric in rollout["message"], rollout["message"]
     assert final["history"][-1]["revision"] == canary
     assert final["history"][-1]["result"] == "RolledBack"
-    # A rollback is a weight change: the graph stops splitting at once and the canary goes away.
+    # A rollback is a weight change: the graph stops splitting at once; the canary outlives it by a
+    # grace (the old router's pods still finish what they sent it), then goes.
     wait_for("traffic back on stable", lambda: canary_weight(api) is None, log=operator)
-    wait_for("canary services removed", lambda: services(api) == ["moons-generate"], log=operator)
+    retiring = wait_for(
+        "the canary retiring",
+        lambda: [
+            i["metadata"]["name"]
+            for i in _isvcs(api)
+            if "planetgen.io/retire-after" in i["metadata"].get("annotations", {})
+        ],
+        log=operator,
+    )
+    assert retiring == [f"moons-generate-{canary}"]
+    wait_for("canary services removed", lambda: services(api) == ["moons-generate"], timeout=90, log=operator)
     assert generate_isvc(api)["spec"]["predictor"]["labels"]["planetgen.io/revision"] == first
     assert any(metric in e.message for e in events(api, "RolledBack"))
 

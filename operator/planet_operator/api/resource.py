@@ -26,6 +26,8 @@ LABEL_REVISION = f"{GROUP}/revision"
 LABEL_COMPONENT = f"{GROUP}/component"
 LABEL_ENGINE_KEY = f"{GROUP}/engine-key"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+#: On an InferenceService the graph no longer routes to: when it may be deleted (ISO 8601).
+RETIRE_AFTER = f"{GROUP}/retire-after"
 MANAGER = "planetgen"
 
 #: What KServe accepts as an InferenceService or InferenceGraph name (its webhooks' IsvcNameFmt and

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+from planet_operator.api import resource
 from planet_operator.kube import quantity, resources
 from planet_operator.kube.client import Body, Client, Conflict, NotFound
 
@@ -34,7 +35,13 @@ def contains(live: Any, desired: Any, *, quantities: bool = False) -> bool:
 
 #: Keys the operator sets only sometimes: when the desired object lacks them, the live one must too.
 _REMOVABLE: dict[str, tuple[tuple[str, ...], ...]] = {
-    "InferenceService": (("spec", "canary"), ("spec", "predictor", "canaryTrafficPercent")),
+    # KServe's own canary fields (older planetgen versions set them), and the retire deadline of an
+    # InferenceService the graph wants again.
+    "InferenceService": (
+        ("spec", "canary"),
+        ("spec", "predictor", "canaryTrafficPercent"),
+        ("metadata", "annotations", resource.RETIRE_AFTER),
+    ),
 }
 
 

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import datetime
 import functools
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 from planet_operator import metrics
-from planet_operator.api import validation
+from planet_operator.api import resource, validation
 from planet_operator.api.resource import API_VERSION, KIND
 from planet_operator.api.spec import PlanetPipelineSpec
 from planet_operator.api.status import PlanetPipelineStatus
@@ -29,6 +30,9 @@ Body = Mapping[str, Any]
 _MakePlan = Callable[..., plan.Plan]
 #: How often a rollout waiting on predictors looks again (their changes also wake it at once).
 HANDOFF_POLL_SECONDS = 5.0
+#: How long it outlives the graph's change: the router's rollout, and requests in flight through it
+#: (at most serving.timeoutSeconds, if that is shorter).
+RETIRE_GRACE_SECONDS = 30.0
 _T = TypeVar("_T")
 
 
@@ -520,11 +524,54 @@ async def _apply(work: _Pass, deployed: plan.Plan) -> None:
             apply.ensure(work.ctx.client, obj, live=dict(live) if live else None, indexed=True),
         )
     wanted = {o["metadata"]["name"] for o in desired if o["kind"] == "InferenceService"}
-    for name in work.observed.services:
+    for name, live in work.observed.services.items():
         if name not in wanted:
-            await _attempt(
-                work,
-                "InferenceService",
-                name,
-                work.ctx.client.delete(resources.INFERENCE_SERVICES, work.namespace, name),
-            )
+            await _retire(work, name, live)
+
+
+async def _retire(work: _Pass, name: str, live: Mapping[str, Any]) -> None:
+    """Delete an InferenceService the graph no longer routes to, after a grace.
+
+    The graph's change rolls its router's pods; the old router still sends requests (and finishes
+    those in flight) to the canary meanwhile. The deadline is an annotation on the service itself,
+    so an operator restart keeps it.
+    """
+    annotations = (live.get("metadata") or {}).get("annotations") or {}
+    now = work.ctx.clock()
+    deadline = _parse_time(annotations.get(resource.RETIRE_AFTER))
+    if deadline is None:
+        grace = min(work.spec.serving.timeout_seconds, RETIRE_GRACE_SECONDS)
+        stamp = (now + datetime.timedelta(seconds=grace)).isoformat()
+        patch = {"metadata": {"annotations": {resource.RETIRE_AFTER: stamp}}}
+        await _attempt(
+            work,
+            "InferenceService",
+            name,
+            work.ctx.client.patch(resources.INFERENCE_SERVICES, work.namespace, name, patch),
+        )
+        _requeue(work, grace)
+    elif now < deadline:
+        _requeue(work, (deadline - now).total_seconds())
+    else:
+        await _attempt(
+            work,
+            "InferenceService",
+            name,
+            work.ctx.client.delete(resources.INFERENCE_SERVICES, work.namespace, name),
+        )
+
+
+def _requeue(work: _Pass, seconds: float) -> None:
+    """Look again in ``seconds`` at the latest (sooner when another part of the pass asks)."""
+    seconds = max(seconds, 0.5)
+    work.requeue_after = seconds if work.requeue_after is None else min(work.requeue_after, seconds)
+
+
+def _parse_time(value: Any) -> datetime.datetime | None:
+    try:
+        parsed = datetime.datetime.fromisoformat(str(value)) if value else None
+    except ValueError:
+        return None
+    if parsed is not None and parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=datetime.UTC)
+    return parsed

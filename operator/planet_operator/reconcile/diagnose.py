@@ -366,6 +366,8 @@ def services(
     """
     found = []
     for name, service in sorted(observed.services.items()):
+        if resource.RETIRE_AFTER in ((service.get("metadata") or {}).get("annotations") or {}):
+            continue  # the graph left it; it goes after its grace, whatever it does meanwhile
         failed = service_failed(service, observed.pods.get(("InferenceService", name), ()), now=now)
         if failed is not None:
             found.append(failed)
