@@ -273,7 +273,7 @@ def test_default_image_tag_is_the_app_version() -> None:
 
 def test_network_policy_admits_only_metrics_and_health() -> None:
     objects = helm.render()
-    policy = helm.one(objects, "NetworkPolicy")["spec"]
+    policy = helm.one([o for o in objects if not _uninstall_hook(o)], "NetworkPolicy")["spec"]
     assert policy["policyTypes"] == ["Ingress", "Egress"]
     (ingress,) = policy["ingress"]
     assert {p["port"] for p in ingress["ports"]} == {8080, 9090}
@@ -287,7 +287,7 @@ def test_network_policy_admits_only_metrics_and_health() -> None:
 
 def test_network_policy_restricts_the_api_server_to_given_cidrs() -> None:
     objects = helm.render({"networkPolicy": {"apiServer": {"cidrs": ["10.0.0.1/32"], "ports": [443]}}})
-    policy = helm.one(objects, "NetworkPolicy")["spec"]
+    policy = helm.one([o for o in objects if not _uninstall_hook(o)], "NetworkPolicy")["spec"]
     api = policy["egress"][0]
     assert api["to"] == [{"ipBlock": {"cidr": "10.0.0.1/32"}}]
     assert api["ports"] == [{"port": 443, "protocol": "TCP"}]
@@ -603,6 +603,13 @@ def test_uninstall_hook_stops_the_operator_then_releases_every_watched_pipeline(
     assert not selector.items() <= labels.items()
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["containers"][0]["securityContext"]["readOnlyRootFilesystem"] is True
+    # Where egress is denied by default the hook pod still reaches the API server: its own policy
+    # selects it, allows the API server's ports and DNS out, and nothing in.
+    policy = helm.one(hook, "NetworkPolicy")["spec"]
+    assert policy["podSelector"]["matchLabels"].items() <= labels.items()
+    assert "ingress" not in policy and policy["policyTypes"] == ["Ingress", "Egress"]
+    operator_policy = helm.one([o for o in objects if not _uninstall_hook(o)], "NetworkPolicy")["spec"]
+    assert policy["egress"][0] == operator_policy["egress"][0]
     # Exactly what the command calls, where it calls it; the operator's own account gains nothing.
     local, watched = _hook_needs()
     assert watched == {("planetgen.io", "planetpipelines", v) for v in ("get", "list", "patch")}
