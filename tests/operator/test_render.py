@@ -369,6 +369,12 @@ def test_vendored_kserve_crds_equal_the_shared_copy(kind: str) -> None:
     )
 
 
+def on_the_hub(spec: Any) -> Any:
+    """``spec`` with its base model at ``hf://owner/sdxl``, pinned to revision ``abc123``."""
+    base = spec.model.base.model_copy(update={"uri": "hf://owner/sdxl", "revision": "abc123"})
+    return spec.model_copy(update={"model": spec.model.model_copy(update={"base": base})})
+
+
 def test_pvc_models_are_found_under_the_claim_root_and_hf_revisions_are_downloaded() -> None:
     _, pipeline = next(p for p in pipelines() if p[0] == "standard-keda.yaml")
     spec = pipeline.spec
@@ -378,17 +384,7 @@ def test_pvc_models_are_found_under_the_claim_root_and_hf_revisions_are_download
     assert generate["storageUris"][0] == {"uri": spec.model.base.uri, "mountPath": "/mnt/models"}
     assert "--model-dir=/mnt/models/stable-diffusion-xl-base-1.0" in generate["containers"][0]["args"]
 
-    pinned = spec.model_copy(
-        update={
-            "model": spec.model.model_copy(
-                update={
-                    "base": spec.model.base.model_copy(
-                        update={"uri": "hf://owner/sdxl", "revision": "abc123"}
-                    )
-                }
-            )
-        }
-    )
+    pinned = on_the_hub(spec)
     deployed = plan.single("p", "team-a", pinned, revision.revision_of(pinned), mode="standard")
     uris = isvc(children.build_all(deployed), "-generate")["spec"]["predictor"]["storageUris"]
     # The revision the engine key names is the one KServe's initializer downloads.
@@ -412,17 +408,7 @@ def test_build_job_mounts_pvc_sources_and_downloads_the_pinned_revision() -> Non
     args = pod["containers"][0]["args"]
     assert f"{spec.model.base.uri}=/mnt/pvc/0/stable-diffusion-xl-base-1.0" in args
 
-    hub = spec.model_copy(
-        update={
-            "model": spec.model.model_copy(
-                update={
-                    "base": spec.model.base.model_copy(
-                        update={"uri": "hf://owner/sdxl", "revision": "abc123"}
-                    )
-                }
-            )
-        }
-    )
+    hub = on_the_hub(spec)
     job = next(o for o in children.build_all(plan.single("p", "team-a", hub, "r2")) if o["kind"] == "Job")
     [init] = job["spec"]["template"]["spec"]["initContainers"]
     assert init["args"][0] == "hf://owner/sdxl:abc123"

@@ -33,10 +33,6 @@ def _remote_uris(spec: api.PlanetPipelineSpec) -> list[str]:
     return [uri for uri in dict.fromkeys(uris) if "://" in uri and not uri.startswith("file://")]
 
 
-def _claim(uri: str) -> str:
-    return uri.removeprefix(storage.PVC).partition("/")[0]
-
-
 def _job_meta(plan: Plan, key: str) -> dict[str, Any]:
     """Metadata of a Job every pipeline with engine key ``key`` shares: nothing of one pipeline's.
 
@@ -93,7 +89,7 @@ def engine_job(plan: Plan, release: Release) -> dict[str, Any]:
     for index, uri in enumerate(_remote_uris(spec)):
         if uri.startswith(storage.PVC):
             mount = f"{PVC_DIR}/{index}"
-            claims.append((_claim(uri), mount))
+            claims.append((storage.pvc_parts(uri)[0], mount))
             args += ["--fetched", f"{uri}={storage.mounted(uri, mount)}"]
             continue
         folder = f"{FETCH_DIR}/{index}"

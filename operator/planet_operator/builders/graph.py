@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from planet_operator.builders import meta, names
-from planet_operator.builders.inference import DEPLOYMENT_MODE
+from planet_operator.builders.inference import DEPLOYMENT_MODE, MODE_ANNOTATION
 from planet_operator.builders.plan import Plan, Service
 
 PRIMARY_NODE = "primary"
@@ -54,7 +54,7 @@ def inference_graph(plan: Plan) -> dict[str, Any]:
             plan,
             name=names.graph(plan.pipeline),
             release=newest,
-            annotations={"serving.kserve.io/deploymentMode": DEPLOYMENT_MODE[plan.deployment_mode]},
+            annotations={MODE_ANNOTATION: DEPLOYMENT_MODE[plan.deployment_mode]},
         ),
         "spec": {
             "nodes": nodes,

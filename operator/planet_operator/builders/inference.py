@@ -23,6 +23,8 @@ PORT_NAME = "http1"
 MODEL_DIR = "/mnt/models"
 ENGINE_DIR = "/mnt/engines"
 DEPLOYMENT_MODE: dict[Mode, str] = {"knative": "Knative", "standard": "Standard"}
+#: Where each child states its mode (KServe pins it in the object's status on first reconcile).
+MODE_ANNOTATION = "serving.kserve.io/deploymentMode"
 MODULES = {names.GENERATE: "planet_predictors.sdxl", names.UPSCALE: "planet_predictors.upscaler"}
 #: Knative's queue-proxy serves the kserve-container's metrics merged with its own on this port.
 AGGREGATE_METRICS_PORT = "9088"
@@ -31,7 +33,7 @@ AGGREGATE_METRICS_PORT = "9088"
 def inference_service(plan: Plan, service: Service) -> dict[str, Any]:
     """The InferenceService ``service`` (one component of one revision) under ``plan``."""
     mode = plan.deployment_mode
-    annotations = {"serving.kserve.io/deploymentMode": DEPLOYMENT_MODE[mode]}
+    annotations = {MODE_ANNOTATION: DEPLOYMENT_MODE[mode]}
     if mode == "standard":
         annotations["serving.kserve.io/autoscalerClass"] = "keda"
     predictor = _predictor(plan, service.release, service.component, name=service.name)

@@ -24,7 +24,12 @@ def mounted(uri: str, mount: str) -> str:
     subPath there), so the model is at ``mount/path``; downloaded URIs land at ``mount`` itself.
     """
     if uri.startswith(PVC):
-        _, _, path = uri.removeprefix(PVC).partition("/")
-        path = path.strip("/")
+        _, path = pvc_parts(uri)
         return f"{mount}/{path}" if path else mount
     return mount
+
+
+def pvc_parts(uri: str) -> tuple[str, str]:
+    """``pvc://claim/path`` ▶ (claim, path), as KServe's ParsePvcURI splits it."""
+    claim, _, path = uri.removeprefix(PVC).partition("/")
+    return claim, path.strip("/")

@@ -19,7 +19,7 @@ from planet_operator.api.resource import API_VERSION, KIND
 from planet_operator.api.spec import PlanetPipelineSpec
 from planet_operator.api.status import PlanetPipelineStatus
 from planet_operator.builders import children, engine_job, names, plan, revision
-from planet_operator.builders.inference import DEPLOYMENT_MODE
+from planet_operator.builders.inference import DEPLOYMENT_MODE, MODE_ANNOTATION
 from planet_operator.kube import apply, resources
 from planet_operator.kube.client import APIError, Conflict
 from planet_operator.reconcile import causes, diagnose, engines, history, notices, observe, report
@@ -284,7 +284,7 @@ async def _plan(work: _Pass, commands: machine.Commands) -> plan.Plan | None:
         promoted = make(stable=stable, canary=stable, canary_percent=100)
         if _handing_off(work, promoted):
             # The promoted canary keeps all traffic until the primary serves its revision.
-            work.requeue_after = HANDOFF_POLL_SECONDS
+            _requeue(work, HANDOFF_POLL_SECONDS)
             return promoted
         return make(stable=stable)
 
@@ -348,7 +348,7 @@ async def _rollout(
         # Flagger's rule: no traffic until the canary's predictors are ready (the graph's router
         # also needs their addresses). The rollout's clock starts when they are.
         status.traffic_percent = 0
-        work.requeue_after = HANDOFF_POLL_SECONDS
+        _requeue(work, HANDOFF_POLL_SECONDS)
         return make(stable=stable, canary=canary, canary_percent=0)
 
     result = None
@@ -410,9 +410,7 @@ def _live_mode(work: _Pass) -> plan.Mode | None:
     if primary is None:
         return None
     annotations = (primary.get("metadata") or {}).get("annotations") or {}
-    live = (primary.get("status") or {}).get("deploymentMode") or annotations.get(
-        "serving.kserve.io/deploymentMode"
-    )
+    live = (primary.get("status") or {}).get("deploymentMode") or annotations.get(MODE_ANNOTATION)
     wanted = work.spec.serving.deployment_mode
     mode: plan.Mode | None = next((m for m, v in DEPLOYMENT_MODE.items() if v == live), None)
     if mode is None or mode == wanted:
@@ -538,7 +536,7 @@ async def _retire(work: _Pass, name: str, live: Mapping[str, Any]) -> None:
     """
     annotations = (live.get("metadata") or {}).get("annotations") or {}
     now = work.ctx.clock()
-    deadline = _parse_time(annotations.get(resource.RETIRE_AFTER))
+    deadline = diagnose.parse_time(annotations.get(resource.RETIRE_AFTER))
     if deadline is None:
         grace = min(work.spec.serving.timeout_seconds, RETIRE_GRACE_SECONDS)
         stamp = (now + datetime.timedelta(seconds=grace)).isoformat()
@@ -565,13 +563,3 @@ def _requeue(work: _Pass, seconds: float) -> None:
     """Look again in ``seconds`` at the latest (sooner when another part of the pass asks)."""
     seconds = max(seconds, 0.5)
     work.requeue_after = seconds if work.requeue_after is None else min(work.requeue_after, seconds)
-
-
-def _parse_time(value: Any) -> datetime.datetime | None:
-    try:
-        parsed = datetime.datetime.fromisoformat(str(value)) if value else None
-    except ValueError:
-        return None
-    if parsed is not None and parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=datetime.UTC)
-    return parsed

@@ -149,7 +149,7 @@ def pod_problem(pod: Body, *, now: datetime.datetime | None = None) -> PodProble
     for condition in status.get("conditions") or []:
         if condition.get("type") == "PodScheduled" and condition.get("status") == "False":
             reason = str(condition.get("reason") or "Unschedulable")
-            since = _time(condition.get("lastTransitionTime"))
+            since = parse_time(condition.get("lastTransitionTime"))
             overdue = now is not None and since is not None and now - since >= UNSCHEDULABLE_GRACE
             grace = int(UNSCHEDULABLE_GRACE.total_seconds()) // 60
             return PodProblem(
@@ -163,11 +163,18 @@ def pod_problem(pod: Body, *, now: datetime.datetime | None = None) -> PodProble
     return None
 
 
-def _time(value: Any) -> datetime.datetime | None:
+def parse_time(value: Any) -> datetime.datetime | None:
+    """A Kubernetes timestamp (or an ISO 8601 one the operator wrote); None when absent or garbled.
+
+    One without an offset is taken as UTC, so it compares with the operator's aware clock.
+    """
     try:
-        return datetime.datetime.fromisoformat(str(value).replace("Z", "+00:00")) if value else None
+        parsed = datetime.datetime.fromisoformat(str(value).replace("Z", "+00:00")) if value else None
     except ValueError:
         return None
+    if parsed is not None and parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=datetime.UTC)
+    return parsed
 
 
 def _container_problem(pod: str, kind: str, container: Body) -> PodProblem | None:
@@ -257,7 +264,7 @@ def lacks_pods(job: Body, pods: Collection[Body], *, now: datetime.datetime) -> 
     """A running Job that has had no pod for a while: its pods may be refused."""
     if pods or observe.job_state(job)[0] != "running" or (job.get("status") or {}).get("active"):
         return False
-    created = _time((job.get("metadata") or {}).get("creationTimestamp"))
+    created = parse_time((job.get("metadata") or {}).get("creationTimestamp"))
     return created is not None and now - created >= NO_POD_GRACE
 
 
