@@ -5,7 +5,7 @@
 
 For A/B runs of a batcher change: the server subprocess inherits ``PYTHONPATH``, so pointing it at a
 copy of the package with the old ``serving/batcher.py`` measures the old policy. Prints one JSON
-line: sequential served latency vs a direct backend call (bench/predictor.py's overhead test),
+line: sequential served latency vs a direct backend call (bench/serving.py's direct call),
 p50/p95 at 1 client (10 requests) and at 4 clients (15 requests each), and the server's batch sizes.
 Alternate before/after runs: on a shared machine the order matters as much as the change.
 """
@@ -25,7 +25,8 @@ from typing import Any
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import predictor  # bench/ is not a package: found through the path set above
+import clients  # bench/ is not a package: found through the path set above
+import serving
 
 
 def main() -> None:
@@ -42,7 +43,7 @@ def main() -> None:
 
     root = Path(tempfile.mkdtemp(prefix="planet-bench-"))
     model_dir = tiny.ensure(root)
-    port = predictor.free_port()
+    port = clients.free_port()
     command = [sys.executable, "-m", "planet_predictors.sdxl", "--preset", "tiny", "--model_name", "sdxl"]
     command += ["--http_port", str(port), "--enable_grpc", "false", "--max-queue", "1000"]
     command += ["--max-batch-size", "4", "--max-batch-wait-ms", str(args.max_batch_wait_ms)]
@@ -54,20 +55,28 @@ def main() -> None:
         stderr=subprocess.DEVNULL,
     )
     try:
-        predictor.wait_ready(f"http://127.0.0.1:{port}/v1/models/sdxl", server)
+        clients.wait_ready(f"http://127.0.0.1:{port}/v1/models/sdxl", server)
         url = f"http://127.0.0.1:{port}/v1/models/sdxl:predict"
         out: dict[str, Any] = {
             "label": args.label,
-            "overhead": predictor.bench_overhead(model_dir, url, args),
+            "direct": serving.direct(
+                model_dir,
+                argparse.Namespace(
+                    **vars(args), guidance=5.0, threads=os.cpu_count() or 1, direct_repeats=args.repeats
+                ),
+            ),
         }
         body = {"prompt": "a planet", "width": args.width, "height": args.height, "steps": args.steps}
+
+        def image_of(answer: Any) -> str:
+            return str(answer["predictions"][0]["image"])
 
         def make_body(i: int) -> dict[str, Any]:
             return {"instances": [{**body, "guidance": 5.0, "seed": i}]}
 
         out["load"] = [
-            asyncio.run(predictor.load_test(url, make_body, clients, clients * per_client))
-            for clients, per_client in ((1, 10), (4, 15))
+            asyncio.run(clients.run_level(url, make_body, image_of, clients.Level(n, n * per_client)))
+            for n, per_client in ((1, 10), (4, 15))
         ]
         metrics = httpx.get(f"http://127.0.0.1:{port}/metrics").text.splitlines()
         out["batch_size"] = [line for line in metrics if line.startswith("planet_batch_size_")]

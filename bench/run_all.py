@@ -18,7 +18,7 @@ HERE = Path(__file__).resolve().parent
 
 #: name ▶ argv after the interpreter; defaults are the sizes the committed results were made with.
 SUITES: dict[str, list[str]] = {
-    "predictor": [str(HERE / "predictor.py")],
+    "serving": [str(HERE / "serving.py")],
     "upscaler": [str(HERE / "upscaler.py")],
     "encoding": [str(HERE / "encoding.py")],
     "engines": [str(HERE / "engines.py")],

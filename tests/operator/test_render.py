@@ -238,6 +238,21 @@ def test_graph_feeds_generate_into_upscale() -> None:
     assert knative["spec"]["timeout"] == pipeline.spec.serving.timeout_seconds <= 600
 
 
+@pytest.mark.parametrize("mode", ["standard", "knative"])
+def test_predictors_drain_for_the_request_timeout_before_they_are_killed(mode: str) -> None:
+    _, pipeline = next(p for p in pipelines() if p[0] == "ethereal-planets.yaml")
+    objs = children.build_all(plans(pipeline, mode)[0])
+    timeout = pipeline.spec.serving.timeout_seconds
+    for suffix in ("generate", "upscale"):
+        predictor = isvc(objs, suffix)["spec"]["predictor"]
+        assert f"--grace-period={timeout}" in predictor["containers"][0]["args"]
+        if mode == "standard":
+            assert predictor["terminationGracePeriodSeconds"] > timeout
+        else:  # Knative derives it from `timeout` and refuses it in the pod spec
+            assert "terminationGracePeriodSeconds" not in predictor
+            assert predictor["timeout"] == timeout
+
+
 def test_build_job_fetches_remote_weights_with_the_storage_initializer() -> None:
     _, pipeline = next(p for p in pipelines() if p[0] == "ethereal-planets.yaml")
     job = next(o for o in children.build_all(plans(pipeline, "standard")[0]) if o["kind"] == "Job")

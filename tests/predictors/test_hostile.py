@@ -349,6 +349,35 @@ def test_sigterm_stops_running_work_after_the_grace_period(tmp_path: Path, prese
     assert srv.process.returncode == 0
 
 
+def test_sigterm_drains_running_and_queued_requests_before_it_exits(tmp_path: Path, preset_dir: Path) -> None:
+    # A scale-down sends SIGTERM: what the replica already accepted must still be answered (uvicorn
+    # stops listening and waits up to --grace-period; the batcher keeps running meanwhile).
+    config = json.loads(json.dumps(CONFIG))
+    config["spec"]["generation"]["maxSteps"] = 200
+    srv = start_server(tmp_path, preset_dir, "--max-batch-size", "1", config=config)
+    try:
+        work = {"width": 512, "height": 224, "steps": 12}
+        running, first = background(srv, {"prompt": "running", **work, "seed": 1})
+        wait_until_running(srv)
+        queued, second = background(srv, {"prompt": "queued", **work, "seed": 2})
+        deadline = time.monotonic() + 30
+        while srv.metric("planet_queue_depth", lane="final") < 1:
+            assert time.monotonic() < deadline, "the second request never queued"
+            time.sleep(0.05)
+        srv.process.send_signal(signal.SIGTERM)
+        srv.process.wait(timeout=120)
+        running.join(timeout=10)
+        queued.join(timeout=10)
+    finally:
+        if srv.process.poll() is None:
+            srv.process.kill()
+    log = srv.log.read_text()[-3000:]
+    assert srv.process.returncode == 0, log
+    for answers in (first, second):
+        assert [a.status_code for a in answers] == [200], log
+        assert answers[0].json()["predictions"][0]["image"]
+
+
 def test_the_server_still_serves_after_this_module(server: Server) -> None:
     reply = httpx.post(server.predict_url, json={"instances": [{"prompt": "after", **SMALL}]}, timeout=60)
     assert reply.status_code == 200

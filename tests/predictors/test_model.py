@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -21,14 +22,17 @@ class CountingBackend(Backend):
         super().__init__(BackendSettings(model_dir=Path("/nowhere")))
         self.loads = 0
         self.batches: list[tuple[BatchParams, int]] = []
+        self.threads: set[str] = set()
 
     def load(self) -> None:
         self.loads += 1
+        self.threads.add(threading.current_thread().name)
 
     def generate(
         self, params: BatchParams, items: Sequence[Item], *, stop: Stop | None = None
     ) -> list[Generated]:
         self.batches.append((params, len(items)))
+        self.threads.add(threading.current_thread().name)
         return [
             Generated(
                 Image.new("RGB", (params.width, params.height), (it.seed % 256, 0, 0)), {"denoise": 0.0}
@@ -64,6 +68,17 @@ def test_ready_only_after_warm_up_and_load_is_idempotent() -> None:
         )
         or -1
     ) >= 0
+
+
+async def test_load_warm_up_and_batches_all_run_on_the_one_device_thread() -> None:
+    # torch keeps an OpenMP team per calling thread: a warm-up on the loading thread left a second
+    # team spinning against the device thread's, and CPU batches ran 2.5x slower (bench/serving.py).
+    model, backend, _ = make()
+    model.load()
+    await model.predict(await model.preprocess({"instances": [{"prompt": "a planet", "seed": 1}]}))
+    assert len(backend.threads) == 1
+    assert backend.threads.pop().startswith("planet-device")
+    assert len(backend.batches) == 2  # the warm-up and the request
 
 
 async def test_v1_instances_become_predictions_in_order() -> None:

@@ -28,6 +28,8 @@ MODE_ANNOTATION = "serving.kserve.io/deploymentMode"
 MODULES = {names.GENERATE: "planet_predictors.sdxl", names.UPSCALE: "planet_predictors.upscaler"}
 #: Knative's queue-proxy serves the kserve-container's metrics merged with its own on this port.
 AGGREGATE_METRICS_PORT = "9088"
+#: Seconds the pod gets beyond the predictor's drain: its exit, and the endpoint removal racing SIGTERM.
+DRAIN_MARGIN_SECONDS = 15
 
 
 def inference_service(plan: Plan, service: Service) -> dict[str, Any]:
@@ -103,6 +105,9 @@ def _predictor(plan: Plan, release: Release, component: str, *, name: str) -> di
         predictor["containerConcurrency"] = max(concurrency, scaling.target_queue_depth)
     else:
         predictor["autoScaling"] = {"metrics": [_queue_depth_metric(plan, release, scaling, component)]}
+        # A replica scaled down finishes what it accepted (the predictor drains for --grace-period,
+        # set to timeoutSeconds) before the kubelet's SIGKILL. Knative sets this from `timeout` itself.
+        predictor["terminationGracePeriodSeconds"] = spec.serving.timeout_seconds + DRAIN_MARGIN_SECONDS
     return predictor
 
 
@@ -149,6 +154,8 @@ def _container(
         f"--http_port={HTTP_PORT}",
         f"--pipeline-config={config.CONFIG_DIR}/{component}.json",
         f"--backend={spec.engine.backend}",
+        # SIGTERM (a scale-down, a rollout): stop listening, answer what is queued or running.
+        f"--grace-period={spec.serving.timeout_seconds}",
     ]
     if component == names.GENERATE or _needs_sdxl(spec):
         args.append(f"--model-dir={storage.mounted(spec.model.base.uri, MODEL_DIR)}")

@@ -60,12 +60,15 @@ def start_batcher(
     backend: str,
     executor: concurrent.futures.ThreadPoolExecutor,
 ) -> tuple[Batcher[Req, Out], float]:
-    """Run ``warm_up``, then build the batcher over the spec's lanes; returns it and the seconds taken.
+    """Run ``warm_up`` on the device thread, then build the batcher; returns it and the seconds taken.
 
     The load time is recorded as ``backend``'s engine load metric.
     """
     started = time.perf_counter()
-    warm_up()
+    # On the thread every batch runs on: torch keeps one OpenMP team per calling thread, and a second
+    # team (a warm-up on the main thread) spins against the first and made every CPU batch 2.5x slower
+    # (bench/serving.py); CUDA streams and TensorRT contexts also belong to the thread that made them.
+    executor.submit(warm_up).result()
     batcher = Batcher(
         run_batch,
         lanes=[
