@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Literal
 
 import pydantic
 
@@ -96,14 +96,3 @@ class PlanetPipeline(pydantic.BaseModel):
     metadata: ObjectMeta
     spec: PlanetPipelineSpec
     status: PlanetPipelineStatus | None = None
-
-    def owner_reference(self) -> dict[str, Any]:
-        """An ownerReference that makes children follow this object's lifetime."""
-        return {
-            "apiVersion": API_VERSION,
-            "kind": KIND,
-            "name": self.metadata.name,
-            "uid": self.metadata.uid or "",
-            "controller": True,
-            "blockOwnerDeletion": True,
-        }

@@ -110,8 +110,3 @@ def job_state(job: Body | None) -> tuple[JobState, str]:
             message = item.get("message") or ""
             return "failed", f"{reason}: {message}" if message else str(reason)
     return "running", ""
-
-
-def engine_key_label(job: Body) -> str:
-    """The (truncated) engine key a build Job carries."""
-    return str(((job.get("metadata") or {}).get("labels") or {}).get(resource.LABEL_ENGINE_KEY, ""))

@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-import logging
-import threading
 import time
 from collections.abc import Sequence
 from typing import Any
-
-import kserve
-from kserve.protocol.infer_type import InferResponse
 
 from planet_predictors import imaging
 from planet_predictors.backends.base import Backend, BatchParams, Generated, Item
@@ -17,63 +12,24 @@ from planet_predictors.config import PipelineConfig
 from planet_predictors.sdxl import requests
 from planet_predictors.serving import errors, protocol
 from planet_predictors.serving import model as serving
-from planet_predictors.serving.batcher import Batcher, Stop, device_executor
+from planet_predictors.serving.batcher import Stop
 from planet_predictors.serving.metrics import Metrics
 from planet_predictors.serving.model import ServeSettings as ServeSettings
 
-log = logging.getLogger(__name__)
 TIMING_KEYS = ("queue", "encode_prompt", "denoise", "decode", "encode_image", "total")
 
 
-class SDXLModel(kserve.Model):  # type: ignore[misc]  # kserve ships no type hints
+class SDXLModel(serving.BatchedModel[requests.GenerateRequest, Generated]):
     """Text-to-image SDXL predictor; ``ready`` only after a warm-up generation."""
 
-    ready: bool
+    kind = "sdxl"
 
     def __init__(
         self, name: str, *, config: PipelineConfig, backend: Backend, serve: ServeSettings, metrics: Metrics
     ) -> None:
-        super().__init__(name)
-        self.config = config
+        super().__init__(name, config=config, serve=serve, metrics=metrics, backend_name=backend.name)
         self.backend = backend
-        self.serve = serve
-        self.metrics = metrics
         self.limits = requests.Limits.from_spec(config.spec, max_instances=serve.max_instances)
-        self.batcher: Batcher[requests.GenerateRequest, Generated] | None = None
-        self._load_lock = threading.Lock()
-        self._device = device_executor(serve.device_concurrency)
-
-    # -- lifecycle ----------------------------------------------------------------------------
-
-    def load(self) -> bool:
-        """Load the backend, warm it up, then mark ready; calling it again does nothing."""
-        with self._load_lock:
-            if not self.ready:
-                self.batcher, seconds = serving.start_batcher(
-                    self._run_batch,
-                    warm_up=self._load_and_warm,
-                    lanes=self.config.spec.serving.lanes,
-                    serve=self.serve,
-                    metrics=self.metrics,
-                    backend=self.backend.name,
-                    executor=self._device,
-                )
-                log.info("%s backend loaded and warmed in %.1f s", self.backend.name, seconds)
-                self.ready = True
-            return True
-
-    def _load_and_warm(self) -> None:
-        self.backend.load()
-        if self.serve.warmup:
-            spec = self.config.spec.generation
-            params = BatchParams(width=spec.width, height=spec.height, steps=1, guidance=spec.guidance_scale)
-            self.backend.generate(params, [Item(prompt="warm-up", negative_prompt="", seed=0)])
-
-    # -- kserve hooks -------------------------------------------------------------------------
-
-    def validate(self, payload: Any) -> Any:
-        """Parsing already validated everything (KServe's own check expects dicts)."""
-        return payload
 
     async def preprocess(self, payload: Any, headers: dict[str, str] | None = None) -> requests.ParsedBatch:
         """Decode V1/V2 into typed requests; bad input is a 400 naming the field."""
@@ -82,30 +38,15 @@ class SDXLModel(kserve.Model):  # type: ignore[misc]  # kserve ships no type hin
         except RecursionError:
             raise errors.BadRequest("body", "nested too deeply") from None
 
-    async def predict(
-        self, payload: requests.ParsedBatch, headers: dict[str, str] | None = None
-    ) -> dict[str, Any] | InferResponse:
-        """Queue every image, wait for all, answer in the request's protocol."""
-        outputs = await serving.run_all(
-            self.batcher,
-            payload.requests,
-            self._finish,
-            time_limit=self.serve.timeout_seconds,
-            metrics=self.metrics,
-            field=payload.field,
-        )
-        return protocol.respond(self.name, payload, outputs)
-
-    def stop(self) -> None:
-        """KServe's shutdown hook: running batches stop at their next step, queued ones get 503."""
-        self.ready = False
-        if self.batcher is not None:
-            self.batcher.abort()
-
-    # -- generation ---------------------------------------------------------------------------
+    def _warm_up(self) -> None:
+        self.backend.load()
+        if self.serve.warmup:
+            spec = self.config.spec.generation
+            params = BatchParams(width=spec.width, height=spec.height, steps=1, guidance=spec.guidance_scale)
+            self.backend.generate(params, [Item(prompt="warm-up", negative_prompt="", seed=0)])
 
     def _run_batch(self, batch: Sequence[requests.GenerateRequest], stop: Stop) -> list[Generated]:
-        """Runs in the device thread; every request of a batch has the same key."""
+        """Every request of a batch has the same key (size, steps, guidance)."""
         first = batch[0]
         params = BatchParams(
             width=first.width, height=first.height, steps=first.steps, guidance=first.guidance
@@ -116,7 +57,7 @@ class SDXLModel(kserve.Model):  # type: ignore[misc]  # kserve ships no type hin
     def _finish(
         self, request: requests.GenerateRequest, generated: Generated, queue_seconds: float, started: float
     ) -> dict[str, Any]:
-        """Encode one image with provenance and build its V1 prediction (runs in a thread)."""
+        """Encode one image with provenance and build its V1 prediction."""
         encode_started = time.perf_counter()
         data = imaging.encode(generated.image, request.format, provenance=self.provenance(request))
         timings = dict.fromkeys(TIMING_KEYS, 0.0) | generated.timings

@@ -1,25 +1,33 @@
 """What every batched predictor does around its own work: warm up, batch, admit all or nothing, finish.
 
-Functions rather than a base class: each ``kserve.Model`` keeps its hooks in one readable place and
-passes its own ``run_batch``/``finish`` here.
+:class:`BatchedModel` is the ``kserve.Model`` both predictors extend: it owns the lifecycle (load on
+the device thread, ready, stop), KServe's hooks and the batcher; a predictor supplies its own
+steps: ``preprocess`` (parse), ``_warm_up``, ``_run_batch`` (on the device thread) and ``_finish``
+(encode one answer, in a worker thread).
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-import concurrent.futures
 import dataclasses
 import hashlib
+import logging
+import threading
 import time
-from collections.abc import Callable, Hashable, Mapping, Sequence
-from typing import Any, Protocol, TypeVar
+from collections.abc import Callable, Hashable, Sequence
+from typing import Any, Generic, Protocol, TypeVar
 
-from planet_operator.api.spec import Lane
+import kserve
+from kserve.protocol.infer_type import InferResponse
+
 from planet_predictors.config import PipelineConfig
-from planet_predictors.serving import errors, http
-from planet_predictors.serving.batcher import Batcher, LaneConfig, Result, RunBatch
+from planet_predictors.serving import errors, http, protocol
+from planet_predictors.serving.batcher import Batcher, LaneConfig, Result, Stop, device_executor
 from planet_predictors.serving.metrics import Metrics
+from planet_predictors.serving.protocol import ParsedBatch
+
+log = logging.getLogger(__name__)
 
 
 class Queued(Protocol):
@@ -50,46 +58,102 @@ class ServeSettings:
     warmup: bool = True
 
 
-def start_batcher(
-    run_batch: RunBatch[Req, Out],
-    *,
-    warm_up: Callable[[], None],
-    lanes: Mapping[str, Lane],
-    serve: ServeSettings,
-    metrics: Metrics,
-    backend: str,
-    executor: concurrent.futures.ThreadPoolExecutor,
-) -> tuple[Batcher[Req, Out], float]:
-    """Run ``warm_up`` on the device thread, then build the batcher; returns it and the seconds taken.
+class BatchedModel(kserve.Model, Generic[Req, Out]):  # type: ignore[misc]  # kserve ships no type hints
+    """A predictor whose requests queue per lane and run in micro-batches on one device thread."""
 
-    The load time is recorded as ``backend``'s engine load metric.
-    """
-    started = time.perf_counter()
-    # On the thread every batch runs on: torch keeps one OpenMP team per calling thread, and a second
-    # team (a warm-up on the main thread) spins against the first and made every CPU batch 2.5x slower
-    # (bench/serving.py); CUDA streams and TensorRT contexts also belong to the thread that made them.
-    executor.submit(warm_up).result()
-    batcher = Batcher(
-        run_batch,
-        lanes=[
-            LaneConfig(
-                name=name,
-                max_concurrency=lane.max_concurrency,
-                max_queue=serve.max_queue if serve.max_queue is not None else lane.max_queue,
-                priority=lane.priority,
+    ready: bool
+    #: Names the model in its load log line ("sdxl (torch)").
+    kind = "model"
+
+    def __init__(
+        self, name: str, *, config: PipelineConfig, serve: ServeSettings, metrics: Metrics, backend_name: str
+    ) -> None:
+        super().__init__(name)
+        self.config = config
+        self.serve = serve
+        self.metrics = metrics
+        self.backend_name = backend_name
+        self.batcher: Batcher[Req, Out] | None = None
+        self._load_lock = threading.Lock()
+        # Load, warm-up and every batch share these threads (see load).
+        self._device = device_executor(serve.device_concurrency)
+
+    # -- the predictor's own steps --------------------------------------------------------------
+
+    def _warm_up(self) -> None:
+        """Load weights and engines, then run the work once (on the device thread)."""
+        raise NotImplementedError
+
+    def _run_batch(self, batch: Sequence[Req], stop: Stop) -> Sequence[Out]:
+        """Run one batch of same-key requests on the device thread; one output per request."""
+        raise NotImplementedError
+
+    def _finish(self, request: Req, value: Out, queue_seconds: float, started: float) -> dict[str, Any]:
+        """Encode one output as its V1 prediction (in a worker thread)."""
+        raise NotImplementedError
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def load(self) -> bool:
+        """Warm up on the device thread, build the batcher, then mark ready; calling it again does nothing."""
+        with self._load_lock:
+            if self.ready:
+                return True
+            started = time.perf_counter()
+            # On the thread every batch runs on: torch keeps one OpenMP team per calling thread, and a
+            # second team (a warm-up on the main thread) spins against the first: every CPU batch ran
+            # 2.5x slower (bench/serving.py). CUDA streams and TensorRT contexts also stay on it.
+            self._device.submit(self._warm_up).result()
+            max_queue = self.serve.max_queue
+            self.batcher = Batcher(
+                self._run_batch,
+                lanes=[
+                    LaneConfig(
+                        name=name,
+                        max_concurrency=lane.max_concurrency,
+                        max_queue=lane.max_queue if max_queue is None else max_queue,
+                        priority=lane.priority,
+                    )
+                    for name, lane in self.config.spec.serving.lanes.items()
+                ],
+                metrics=self.metrics,
+                max_batch_size=self.serve.max_batch_size,
+                max_wait=self.serve.max_batch_wait_ms / 1000,
+                device_slots=self.serve.device_concurrency,
+                shed_depth=self.serve.shed_depth,
+                executor=self._device,
             )
-            for name, lane in lanes.items()
-        ],
-        metrics=metrics,
-        max_batch_size=serve.max_batch_size,
-        max_wait=serve.max_batch_wait_ms / 1000,
-        device_slots=serve.device_concurrency,
-        shed_depth=serve.shed_depth,
-        executor=executor,
-    )
-    seconds = time.perf_counter() - started
-    metrics.set_engine_load(backend, seconds)
-    return batcher, seconds
+            seconds = time.perf_counter() - started
+            self.metrics.set_engine_load(self.backend_name, seconds)
+            log.info("%s (%s) loaded and warmed in %.1f s", self.kind, self.backend_name, seconds)
+            self.ready = True
+            return True
+
+    def stop(self) -> None:
+        """KServe's shutdown hook: running batches stop at their next step or tile, queued ones get 503."""
+        self.ready = False
+        if self.batcher is not None:
+            self.batcher.abort()
+
+    # -- kserve hooks -------------------------------------------------------------------------
+
+    def validate(self, payload: Any) -> Any:
+        """Parsing already validated everything (KServe's own check expects dicts)."""
+        return payload
+
+    async def predict(
+        self, payload: ParsedBatch[Req], headers: dict[str, str] | None = None
+    ) -> dict[str, Any] | InferResponse:
+        """Queue every image, wait for all, answer in the request's protocol."""
+        outputs = await run_all(
+            self.batcher,
+            payload.requests,
+            self._finish,
+            time_limit=self.serve.timeout_seconds,
+            metrics=self.metrics,
+            field=payload.field,
+        )
+        return protocol.respond(self.name, payload, outputs)
 
 
 async def run_all(

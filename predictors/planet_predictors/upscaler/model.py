@@ -6,21 +6,18 @@ import asyncio
 import dataclasses
 import json
 import logging
-import threading
 import time
 from collections.abc import Sequence
 from typing import Any
 
-import kserve
 import numpy as np
-from kserve.protocol.infer_type import InferResponse
 from PIL import Image
 
 from planet_predictors import imaging
 from planet_predictors.config import PipelineConfig
 from planet_predictors.serving import errors, protocol
 from planet_predictors.serving import model as serving
-from planet_predictors.serving.batcher import Batcher, Stop, device_executor
+from planet_predictors.serving.batcher import Stop
 from planet_predictors.serving.metrics import Metrics
 from planet_predictors.upscaler import engines, requests
 from planet_predictors.upscaler import stages as st
@@ -44,10 +41,10 @@ class Upscaled:
     stages: list[engines.StageResult]
 
 
-class UpscalerModel(kserve.Model):  # type: ignore[misc]  # kserve ships no type hints
+class UpscalerModel(serving.BatchedModel[requests.UpscaleRequest, Upscaled]):
     """Upscale-chain predictor; ``ready`` only after every stage ran once on a small image."""
 
-    ready: bool
+    kind = "upscaler"
 
     def __init__(
         self,
@@ -60,13 +57,9 @@ class UpscalerModel(kserve.Model):  # type: ignore[misc]  # kserve ships no type
         metrics: Metrics,
         backend_name: str = "torch",
     ) -> None:
-        super().__init__(name)
-        self.config = config
+        super().__init__(name, config=config, serve=serve, metrics=metrics, backend_name=backend_name)
         self.chain = chain
         self.stages = stages
-        self.serve = serve
-        self.metrics = metrics
-        self.backend_name = backend_name
         spec = config.spec
         from planet_predictors.sdxl.prompts import PromptBuilder
 
@@ -82,30 +75,16 @@ class UpscalerModel(kserve.Model):  # type: ignore[misc]  # kserve ships no type
             supports=chain.supports,
             cost_limits=st.cost_limits(spec, stages, max_input_pixels=serve.max_input_pixels),
         )
-        self.batcher: Batcher[requests.UpscaleRequest, Upscaled] | None = None
-        self._load_lock = threading.Lock()
-        self._device = device_executor(serve.device_concurrency)
 
-    # -- lifecycle ----------------------------------------------------------------------------
-
-    def load(self) -> bool:
-        """Load the img2img pass if any, run the chain once on a small image, then mark ready."""
-        with self._load_lock:
-            if not self.ready:
-                self.batcher, seconds = serving.start_batcher(
-                    self._run_batch,
-                    warm_up=self._warm_up,
-                    lanes=self.config.spec.serving.lanes,
-                    serve=self.serve,
-                    metrics=self.metrics,
-                    backend=self.backend_name,
-                    executor=self._device,
-                )
-                log.info("upscaler (%s) loaded and warmed in %.1f s", self.backend_name, seconds)
-                self.ready = True
-            return True
+    async def preprocess(self, payload: Any, headers: dict[str, str] | None = None) -> requests.ParsedBatch:
+        """Decode images off the event loop; bad input is a 400 naming the field."""
+        try:
+            return await asyncio.to_thread(requests.parse, payload, self.limits)
+        except RecursionError:
+            raise errors.BadRequest("body", "nested too deeply") from None
 
     def _warm_up(self) -> None:
+        """Load the img2img pass if any, then run the chain once on a small image."""
         if self.chain.detail is not None:
             self.chain.detail.load()
         if self.serve.warmup:
@@ -117,39 +96,6 @@ class UpscalerModel(kserve.Model):  # type: ignore[misc]  # kserve ships no type
                 if not isinstance(s, st.Resize)
             )
             self.chain.run([probe], warm)
-
-    # -- kserve hooks -------------------------------------------------------------------------
-
-    def validate(self, payload: Any) -> Any:
-        """Parsing already validated everything (KServe's own check expects dicts)."""
-        return payload
-
-    async def preprocess(self, payload: Any, headers: dict[str, str] | None = None) -> requests.ParsedBatch:
-        """Decode images off the event loop; bad input is a 400 naming the field."""
-        try:
-            return await asyncio.to_thread(requests.parse, payload, self.limits)
-        except RecursionError:
-            raise errors.BadRequest("body", "nested too deeply") from None
-
-    async def predict(
-        self, payload: requests.ParsedBatch, headers: dict[str, str] | None = None
-    ) -> dict[str, Any] | InferResponse:
-        """Queue every image, wait for all, answer in the request's protocol."""
-        outputs = await serving.run_all(
-            self.batcher,
-            payload.requests,
-            self._finish,
-            time_limit=self.serve.timeout_seconds,
-            metrics=self.metrics,
-            field=payload.field,
-        )
-        return protocol.respond(self.name, payload, outputs)
-
-    def stop(self) -> None:
-        """KServe's shutdown hook: running batches stop at their next tile or step, queued ones get 503."""
-        self.ready = False
-        if self.batcher is not None:
-            self.batcher.abort()
 
     # -- work ---------------------------------------------------------------------------------
 
