@@ -147,5 +147,20 @@ def job_changed(body: kopf.Body, **_: Any) -> None:
 
 
 #: Pipelines (uids) waiting for a build, by engine key; pipelines that did not create the Job
-#: are not its owners, so they register here.
+#: are not its owners, so they register here (:func:`wait_for_build`).
 WAITING_ON: dict[str, set[str]] = {}
+
+
+def wait_for_build(uid: str, key: str | None) -> None:
+    """Record that pipeline ``uid`` now waits on the build of ``key`` (None: on no build)."""
+    stop_waiting(uid, keep=key)
+    if key:
+        WAITING_ON.setdefault(key, set()).add(uid)
+
+
+def stop_waiting(uid: str, *, keep: str | None = None) -> None:
+    """Forget ``uid`` under every engine key but ``keep``; keys nobody waits on go."""
+    for key in [k for k in WAITING_ON if k != keep]:
+        WAITING_ON[key].discard(uid)
+        if not WAITING_ON[key]:
+            del WAITING_ON[key]

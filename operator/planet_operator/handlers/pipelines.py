@@ -23,14 +23,16 @@ PIPELINES = (resource.GROUP, resource.VERSION, resource.PLURAL)
 BACKOFF = (1.0, 2.0, 5.0, 15.0, 30.0, 60.0)
 #: Where a pipeline's Kopf memo keeps the causes it has announced (reconcile.notices).
 NOTICES = "notices"
-#: The phase each pipeline is in, for the pipelines-by-phase gauge.
+#: Where a pipeline's memo keeps (generation, labels, annotations) as last seen: what a reconcile
+#: depends on. Kopf's memo is per resource and forgotten with it.
+SEEN = "seen"
+#: The phase each pipeline is in, for the pipelines-by-phase gauge: the one state across pipelines
+#: (a gauge sums them), pruned when a pipeline goes.
 _PHASES: dict[str, str] = {}
-#: (generation, labels, annotations) last seen per pipeline uid: what a reconcile depends on.
-_SEEN: dict[str, tuple[Any, ...]] = {}
 
 
 @kopf.on.event(*PIPELINES)
-def changed(uid: str, body: kopf.Body, **_: Any) -> None:
+def changed(uid: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """Spec, labels or annotations changed: reconcile now.
 
     A raw event handler rather than ``on.create/update/resume``: those persist Kopf's progress
@@ -40,8 +42,8 @@ def changed(uid: str, body: kopf.Body, **_: Any) -> None:
     """
     meta = body.get("metadata", {})
     fingerprint = (meta.get("generation"), _stable(meta.get("labels")), _stable(meta.get("annotations")))
-    if _SEEN.get(uid) != fingerprint:
-        _SEEN[uid] = fingerprint
+    if memo.get(SEEN) != fingerprint:
+        memo[SEEN] = fingerprint
         WAKEUPS.wake(uid)
 
 
@@ -66,7 +68,7 @@ async def reconcile_loop(
             # Done here, not in an on.delete handler: any changing handler makes Kopf persist a
             # diff-base annotation on every pipeline, a write per change that nothing needs.
             WAKEUPS.forget(uid)
-            _SEEN.pop(uid, None)
+            children.stop_waiting(uid)
             _PHASES.pop(uid, None)
             _publish_phases()
             logger.info("pipeline deleted; its children are garbage-collected by ownerReferences")
@@ -131,8 +133,7 @@ async def _loop(
                 retries = 0
             if result.requeue_after is not None:
                 delay = min(delay, result.requeue_after)
-            if result.waiting_on:
-                children.WAITING_ON.setdefault(result.waiting_on, set()).add(uid)
+            children.wait_for_build(uid, result.waiting_on)
             _PHASES[uid] = result.phase
             _publish_phases()
         await WAKEUPS.wait(uid, seconds=delay)
