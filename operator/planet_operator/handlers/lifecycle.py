@@ -12,7 +12,7 @@ from planet_operator.api import resource
 from planet_operator.handlers import children, options
 from planet_operator.kube import client as kube
 from planet_operator.kube.events import EventRecorder
-from planet_operator.reconcile.context import Context, Settings
+from planet_operator.reconcile.context import Context
 
 
 @kopf.on.startup()
@@ -25,11 +25,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: ko
     memo["context"] = Context(
         client=client,
         emit=recorder.emit,
-        settings=Settings(
-            resync_seconds=opts.resync_seconds,
-            namespace_label=opts.namespace_label,
-            min_window_seconds=opts.min_window_seconds,
-        ),
+        settings=opts,  # the reconcile settings are a part of the process's options
     )
     if opts.metrics_port is not None:
         prometheus_client.start_http_server(opts.metrics_port, addr=opts.metrics_host)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import os
 
+from planet_operator.reconcile.context import Settings
+
 
 def _flag(name: str, default: bool) -> bool:
     value = os.environ.get(name)
@@ -12,12 +14,9 @@ def _flag(name: str, default: bool) -> bool:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class Options:
-    """How this operator process runs."""
+class Options(Settings):
+    """How this operator process runs: the reconcile settings, plus where it serves its metrics."""
 
-    resync_seconds: float = 60.0
-    namespace_label: bool = True
-    min_window_seconds: float = 60.0
     metrics_port: int | None = None
     #: A pod's metrics port must be reachable by Prometheus, so all interfaces by default.
     metrics_host: str = "0.0.0.0"
