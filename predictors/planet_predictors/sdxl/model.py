@@ -9,7 +9,7 @@ from typing import Any
 from planet_predictors import imaging
 from planet_predictors.backends.base import Backend, BatchParams, Generated, Item
 from planet_predictors.config import PipelineConfig
-from planet_predictors.sdxl import requests
+from planet_predictors.sdxl import inputs
 from planet_predictors.serving import errors, protocol
 from planet_predictors.serving import model as serving
 from planet_predictors.serving.batcher import Stop
@@ -19,7 +19,7 @@ from planet_predictors.serving.model import ServeSettings as ServeSettings
 TIMING_KEYS = ("queue", "encode_prompt", "denoise", "decode", "encode_image", "total")
 
 
-class SDXLModel(serving.BatchedModel[requests.GenerateRequest, Generated]):
+class SDXLModel(serving.BatchedModel[inputs.GenerateRequest, Generated]):
     """Text-to-image SDXL predictor; ``ready`` only after a warm-up generation."""
 
     kind = "sdxl"
@@ -29,12 +29,12 @@ class SDXLModel(serving.BatchedModel[requests.GenerateRequest, Generated]):
     ) -> None:
         super().__init__(name, config=config, serve=serve, metrics=metrics, backend_name=backend.name)
         self.backend = backend
-        self.limits = requests.Limits.from_spec(config.spec, max_instances=serve.max_instances)
+        self.limits = inputs.Limits.from_spec(config.spec, max_instances=serve.max_instances)
 
-    async def preprocess(self, payload: Any, headers: dict[str, str] | None = None) -> requests.ParsedBatch:
+    async def preprocess(self, payload: Any, headers: dict[str, str] | None = None) -> inputs.ParsedBatch:
         """Decode V1/V2 into typed requests; bad input is a 400 naming the field."""
         try:
-            return requests.parse(payload, self.limits)
+            return inputs.parse(payload, self.limits)
         except RecursionError:
             raise errors.BadRequest("body", "nested too deeply") from None
 
@@ -45,7 +45,7 @@ class SDXLModel(serving.BatchedModel[requests.GenerateRequest, Generated]):
             params = BatchParams(width=spec.width, height=spec.height, steps=1, guidance=spec.guidance_scale)
             self.backend.generate(params, [Item(prompt="warm-up", negative_prompt="", seed=0)])
 
-    def _run_batch(self, batch: Sequence[requests.GenerateRequest], stop: Stop) -> list[Generated]:
+    def _run_batch(self, batch: Sequence[inputs.GenerateRequest], stop: Stop) -> list[Generated]:
         """Every request of a batch has the same key (size, steps, guidance)."""
         first = batch[0]
         params = BatchParams(
@@ -55,7 +55,7 @@ class SDXLModel(serving.BatchedModel[requests.GenerateRequest, Generated]):
         return self.backend.generate(params, items, stop=stop)
 
     def _finish(
-        self, request: requests.GenerateRequest, generated: Generated, queue_seconds: float, started: float
+        self, request: inputs.GenerateRequest, generated: Generated, queue_seconds: float, started: float
     ) -> dict[str, Any]:
         """Encode one image with provenance and build its V1 prediction."""
         encode_started = time.perf_counter()
@@ -72,7 +72,7 @@ class SDXLModel(serving.BatchedModel[requests.GenerateRequest, Generated]):
             request, data=data, size=size, revision=self.config.revision, timings=timings, keys=TIMING_KEYS
         )
 
-    def provenance(self, request: requests.GenerateRequest) -> dict[str, str]:
+    def provenance(self, request: inputs.GenerateRequest) -> dict[str, str]:
         """The ``planetgen:*`` keys written into every image."""
         return {
             **serving.provenance(self.config, seed=request.seed, prompt=request.prompt),

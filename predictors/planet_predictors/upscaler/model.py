@@ -19,7 +19,7 @@ from planet_predictors.serving import errors, protocol
 from planet_predictors.serving import model as serving
 from planet_predictors.serving.batcher import Stop
 from planet_predictors.serving.metrics import Metrics
-from planet_predictors.upscaler import engines, requests
+from planet_predictors.upscaler import engines, inputs
 from planet_predictors.upscaler import stages as st
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ class Upscaled:
     stages: list[engines.StageResult]
 
 
-class UpscalerModel(serving.BatchedModel[requests.UpscaleRequest, Upscaled]):
+class UpscalerModel(serving.BatchedModel[inputs.UpscaleRequest, Upscaled]):
     """Upscale-chain predictor; ``ready`` only after every stage ran once on a small image."""
 
     kind = "upscaler"
@@ -63,7 +63,7 @@ class UpscalerModel(serving.BatchedModel[requests.UpscaleRequest, Upscaled]):
         spec = config.spec
         from planet_predictors.sdxl.prompts import PromptBuilder
 
-        self.limits = requests.Limits(
+        self.limits = inputs.Limits(
             prompts=PromptBuilder(spec.generation.prompt),
             lanes=tuple(spec.serving.lanes),
             default_lane=spec.serving.default_lane,
@@ -76,10 +76,10 @@ class UpscalerModel(serving.BatchedModel[requests.UpscaleRequest, Upscaled]):
             cost_limits=st.cost_limits(spec, stages, max_input_pixels=serve.max_input_pixels),
         )
 
-    async def preprocess(self, payload: Any, headers: dict[str, str] | None = None) -> requests.ParsedBatch:
+    async def preprocess(self, payload: Any, headers: dict[str, str] | None = None) -> inputs.ParsedBatch:
         """Decode images off the event loop; bad input is a 400 naming the field."""
         try:
-            return await asyncio.to_thread(requests.parse, payload, self.limits)
+            return await asyncio.to_thread(inputs.parse, payload, self.limits)
         except RecursionError:
             raise errors.BadRequest("body", "nested too deeply") from None
 
@@ -99,7 +99,7 @@ class UpscalerModel(serving.BatchedModel[requests.UpscaleRequest, Upscaled]):
 
     # -- work ---------------------------------------------------------------------------------
 
-    def _run_batch(self, batch: Sequence[requests.UpscaleRequest], stop: Stop) -> list[Upscaled]:
+    def _run_batch(self, batch: Sequence[inputs.UpscaleRequest], stop: Stop) -> list[Upscaled]:
         """Runs in the device thread; every request of a batch has the same chain."""
         jobs = [engines.Job(r.pixels, prompt=r.prompt, seed=r.seed) for r in batch]
         images, records = self.chain.run(jobs, batch[0].stages, stop=stop)
@@ -109,7 +109,7 @@ class UpscalerModel(serving.BatchedModel[requests.UpscaleRequest, Upscaled]):
         return [Upscaled(im, rec) for im, rec in zip(images, records, strict=True)]
 
     def _finish(
-        self, request: requests.UpscaleRequest, result: Upscaled, queue_seconds: float, started: float
+        self, request: inputs.UpscaleRequest, result: Upscaled, queue_seconds: float, started: float
     ) -> dict[str, Any]:
         """Encode one image with provenance and build its V1 prediction (runs in a thread)."""
         encode_started = time.perf_counter()
@@ -133,7 +133,7 @@ class UpscalerModel(serving.BatchedModel[requests.UpscaleRequest, Upscaled]):
             stages=[s.as_dict() for s in result.stages],
         )
 
-    def provenance(self, request: requests.UpscaleRequest) -> dict[str, str]:
+    def provenance(self, request: inputs.UpscaleRequest) -> dict[str, str]:
         """This step's ``planetgen:*`` keys only: the chain and the input file's hash.
 
         The input's own keys are not carried over (a client can write any text chunk); the

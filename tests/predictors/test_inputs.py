@@ -6,11 +6,11 @@ import pytest
 
 from planet_operator.api.spec import PlanetPipelineSpec
 from planet_predictors import config
-from planet_predictors.sdxl import requests
+from planet_predictors.sdxl import inputs
 from planet_predictors.sdxl.prompts import PromptBuilder
 from planet_predictors.serving.errors import BadRequest
 
-LIMITS = requests.Limits.from_spec(config.default().spec, max_instances=16)
+LIMITS = inputs.Limits.from_spec(config.default().spec, max_instances=16)
 
 
 def test_default_prompt_renders_the_reference_sentence() -> None:
@@ -19,9 +19,9 @@ def test_default_prompt_renders_the_reference_sentence() -> None:
 
 
 def test_defaults_come_from_the_spec_and_lanes() -> None:
-    [draft] = requests.parse({"instances": [{"prompt": "x", "lane": "draft"}]}, LIMITS).requests
+    [draft] = inputs.parse({"instances": [{"prompt": "x", "lane": "draft"}]}, LIMITS).requests
     assert (draft.steps, draft.width, draft.height, draft.format) == (8, 1536, 640, "png")
-    [final] = requests.parse({"instances": [{"prompt": "x"}]}, LIMITS).requests
+    [final] = inputs.parse({"instances": [{"prompt": "x"}]}, LIMITS).requests
     assert (final.lane, final.steps, final.guidance) == ("final", 30, 7.0)
 
 
@@ -48,7 +48,7 @@ def test_optional_attribute_without_value_leaves_no_dangling_comma() -> None:
 
 def test_unsupported_value_lists_allowed_values() -> None:
     with pytest.raises(BadRequest) as info:
-        requests.parse({"instances": [{"prompt": {"color": "plaid"}}]}, LIMITS)
+        inputs.parse({"instances": [{"prompt": {"color": "plaid"}}]}, LIMITS)
     assert str(info.value).startswith(
         'instances[0].prompt.color: unsupported value "plaid"; allowed: "deep blue"'
     )
@@ -80,7 +80,7 @@ def test_config_file_overrides_and_validation(tmp_path: object) -> None:
 )
 def test_text_that_cannot_be_tokenized_is_refused_at_parse_time(body: object, field: str) -> None:
     with pytest.raises(BadRequest) as info:
-        requests.parse(body, LIMITS)
+        inputs.parse(body, LIMITS)
     assert info.value.field == field
 
 
@@ -89,7 +89,7 @@ def test_v2_text_and_id_are_checked() -> None:
 
     prompt = InferInput("prompt", [1], "BYTES", data=["\ud800"])
     with pytest.raises(BadRequest, match=r"inputs.prompt\[0\]: not valid Unicode text"):
-        requests.parse(InferRequest("sdxl", [prompt]), LIMITS)
+        inputs.parse(InferRequest("sdxl", [prompt]), LIMITS)
     good = InferInput("prompt", [1], "BYTES", data=["x"])
     with pytest.raises(BadRequest, match="id: not valid Unicode"):
-        requests.parse(InferRequest("sdxl", [good], request_id="\udc00"), LIMITS)
+        inputs.parse(InferRequest("sdxl", [good], request_id="\udc00"), LIMITS)
