@@ -42,7 +42,7 @@ def upscaler_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def tiny_x2(upscaler_dir: Path) -> engines.TorchUpscaler:
-    descriptor = tiny_upscaler.load(tiny_upscaler.ensure(upscaler_dir, scale=2))
+    descriptor = engines.load_checkpoint(tiny_upscaler.ensure(upscaler_dir, scale=2))
     return engines.TorchUpscaler(descriptor, device=torch.device("cpu"))
 
 
@@ -54,7 +54,7 @@ def test_tiny_preset_is_written_once_and_detected_by_spandrel(tmp_path: Path) ->
     mtime = path.stat().st_mtime_ns
     assert tiny_upscaler.ensure(tmp_path, scale=4) == path
     assert path.stat().st_mtime_ns == mtime
-    descriptor = tiny_upscaler.load(path)
+    descriptor = engines.load_checkpoint(path)
     assert descriptor.architecture.id == "Compact"
     assert descriptor.scale == 4
     assert not list(tmp_path.glob(".*")), "staging files left behind"
@@ -253,7 +253,7 @@ def test_cost_counts_denoising_steps_as_diffusers_runs_them() -> None:
 
 
 def test_onnxruntime_upscaler_matches_torch(tmp_path: Path, upscaler_dir: Path) -> None:
-    descriptor = tiny_upscaler.load(tiny_upscaler.ensure(upscaler_dir, scale=2))
+    descriptor = engines.load_checkpoint(tiny_upscaler.ensure(upscaler_dir, scale=2))
     engine_dir = tmp_path / "engines"
     engine_dir.mkdir()
     name = f"upscaler-{st.sha12(UPSCALER_URI)}"

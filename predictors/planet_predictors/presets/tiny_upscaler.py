@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import spandrel
 import torch
 from safetensors.torch import save_file
 from spandrel.architectures.Compact import Compact
@@ -54,14 +53,6 @@ def build_state_dict(*, scale: int = 2) -> dict[str, torch.Tensor]:
             if name.endswith(".weight") and tensor.dim() == 4:
                 tensor.mul_(_WEIGHT_SCALE)
     return {k: v.contiguous() for k, v in model.state_dict().items()}
-
-
-def load(path: Path) -> spandrel.ImageModelDescriptor[torch.nn.Module]:
-    """Load a checkpoint with spandrel; raise ``TypeError`` when it is not an image-to-image model."""
-    descriptor = spandrel.ModelLoader().load_from_file(str(path))
-    if not isinstance(descriptor, spandrel.ImageModelDescriptor):
-        raise TypeError(f"{path} is a {type(descriptor).__name__}, not an image-to-image model")
-    return descriptor
 
 
 def describe(path: Path) -> dict[str, str]:

@@ -107,7 +107,7 @@ def load_upscalers(
             path = st.checkpoint(args.upscaler_root, stage.uri)
         if path not in by_path:
             try:
-                descriptor = tiny_upscaler.load(path)
+                descriptor = engines.load_checkpoint(path)
             except Exception as exc:  # spandrel raises many kinds for unknown files
                 raise BackendUnavailable(f"cannot load upscaler {stage.uri} from {path}: {exc}") from exc
             by_path[path] = engines.TorchUpscaler(descriptor, device=device, half=device.type == "cuda")

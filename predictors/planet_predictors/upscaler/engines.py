@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import spandrel
 import torch
 from PIL import Image
 
@@ -49,6 +50,17 @@ class Upscaler(abc.ABC):
         batch = np.stack([t.pixels for t in tiles]).transpose(0, 3, 1, 2).astype(np.float32) / 255.0
         out = np.clip(self.forward(batch), 0.0, 1.0).transpose(0, 2, 3, 1)
         return list(np.ascontiguousarray(out, dtype=np.float32))
+
+
+def load_checkpoint(path: Path) -> spandrel.ImageModelDescriptor[torch.nn.Module]:
+    """An upscaler checkpoint through spandrel (any ESRGAN-family file, the tiny preset's too).
+
+    Raises ``TypeError`` when the file is a model spandrel knows that is not image-to-image.
+    """
+    descriptor = spandrel.ModelLoader().load_from_file(str(path))
+    if not isinstance(descriptor, spandrel.ImageModelDescriptor):
+        raise TypeError(f"{path} is a {type(descriptor).__name__}, not an image-to-image model")
+    return descriptor
 
 
 class TorchUpscaler(Upscaler):
