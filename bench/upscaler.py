@@ -68,7 +68,7 @@ def run_case(name: str, preset_dir: Path, workdir: Path) -> dict[str, Any]:
 
     from planet_predictors.upscaler import engines
     from planet_predictors.upscaler import stages as st
-    from planet_predictors.upscaler.__main__ import build_model, build_parser
+    from planet_predictors.upscaler.factory import build_model, build_parser
 
     case = CASES[name]
     path = workdir / f"{name}.json"

@@ -14,7 +14,7 @@ import torch
 from planet_predictors import backends
 from planet_predictors.backends.base import BackendSettings, BatchParams, Item
 from planet_predictors.presets import tiny
-from planet_predictors.sdxl.__main__ import main, parse_lora
+from planet_predictors.sdxl.factory import main, parse_lora
 from planet_predictors.serving import errors
 from planet_predictors.serving.errors import BackendUnavailable
 

@@ -80,7 +80,7 @@ def test_a_bad_serving_flag_exits_2_naming_it(
 def test_a_bad_upscaler_flag_exits_2_naming_it(
     argv: list[str], flag: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from planet_predictors.upscaler.__main__ import main
+    from planet_predictors.upscaler.factory import main
 
     with pytest.raises(SystemExit) as info:
         main(argv)
@@ -91,7 +91,7 @@ def test_a_bad_upscaler_flag_exits_2_naming_it(
 def test_tile_flags_that_break_the_spec_rule_exit_2(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from planet_predictors.upscaler.__main__ import main
+    from planet_predictors.upscaler.factory import main
 
     config = tmp_path / "upscale.json"
     config.write_text(json.dumps(upscale_config()))

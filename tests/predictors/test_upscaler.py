@@ -22,7 +22,7 @@ from planet_predictors.presets import tiny_upscaler
 from planet_predictors.serving import errors
 from planet_predictors.upscaler import engines, tiling
 from planet_predictors.upscaler import stages as st
-from planet_predictors.upscaler.__main__ import build_model, build_parser
+from planet_predictors.upscaler.factory import build_model, build_parser
 
 
 def noise(width: int, height: int, seed: int = 0) -> np.ndarray[Any, Any]:
