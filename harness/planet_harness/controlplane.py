@@ -104,8 +104,12 @@ class KubectlError(RuntimeError):
 class ControlPlane:
     """The control plane of one test cluster, its files in ``workdir``."""
 
-    def __init__(self, workdir: Path, *, node_ip: str | None = None) -> None:
+    def __init__(
+        self, workdir: Path, *, node_ip: str | None = None, hpa_sync_seconds: float | None = None
+    ) -> None:
         self.workdir = workdir
+        #: kube-controller-manager's ``--horizontal-pod-autoscaler-sync-period`` (its default, 15 s, if None).
+        self.hpa_sync_seconds = hpa_sync_seconds
         #: The pod network's node address: pods dial the API server there (there is no kube-proxy).
         self.node_ip = node_ip
         self.pki_dir = workdir / "pki"
@@ -129,6 +133,8 @@ class ControlPlane:
         admin = ca.client("admin", user="kubernetes-admin", groups=("system:masters",))
         kcm = ca.client("kube-controller-manager", user="system:kube-controller-manager")
         scheduler = ca.client("kube-scheduler", user="system:kube-scheduler")
+        # The aggregator's identity towards extension API servers (KEDA's metrics server).
+        front_proxy = ca.client("front-proxy-client", user="front-proxy-client")
         sa = pki.service_account_keys(self.pki_dir)
         kubeconfig(
             self.kubeconfig, server=self.server, ca=ca.pair.cert, user="admin", cert=admin.cert, key=admin.key
@@ -165,6 +171,16 @@ class ControlPlane:
                 # Its endpoint reconciler would publish 127.0.0.1 for the kubernetes Service: refused.
                 "--endpoint-reconciler-type=none",
                 "--allow-privileged=true",
+                # API aggregation, as kubeadm sets it up; endpoint routing because the aggregator
+                # would otherwise dial the APIService's Service ClusterIP, and nothing here serves one.
+                f"--requestheader-client-ca-file={ca.pair.cert}",
+                "--requestheader-allowed-names=front-proxy-client",
+                "--requestheader-username-headers=X-Remote-User",
+                "--requestheader-group-headers=X-Remote-Group",
+                "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+                f"--proxy-client-cert-file={front_proxy.cert}",
+                f"--proxy-client-key-file={front_proxy.key}",
+                "--enable-aggregator-routing=true",
                 f"--audit-policy-file={policy}",
                 f"--audit-log-path={self.audit_log}",
                 "--audit-log-format=json",
@@ -186,6 +202,11 @@ class ControlPlane:
                 "--enable-hostpath-provisioner=true",
                 f"--service-cluster-ip-range={SERVICE_CIDR}",
                 f"--cert-dir={self.pki_dir / 'kcm'}",
+                *(
+                    [f"--horizontal-pod-autoscaler-sync-period={self.hpa_sync_seconds:g}s"]
+                    if self.hpa_sync_seconds
+                    else []
+                ),
             ],
         )
         scheduler_config = kubeconfig(

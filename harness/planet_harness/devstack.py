@@ -44,6 +44,8 @@ class Options:
     resync_seconds: int = 5
     #: Extra ``--set`` values for the chart.
     values: tuple[str, ...] = ()
+    #: Prometheus and KEDA, and their intervals (None: neither runs and nothing scales).
+    autoscaling: harness.Autoscaling | None = None
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -143,7 +145,13 @@ def up(options: Options, *, say: Callable[[str], None] = print) -> Iterator[DevS
     store = models.ensure(state / "models", say=say)
     env_file = state / "env"
     env_file.unlink(missing_ok=True)
-    with harness.running(state / "cluster", model_store=store, extra=project_images(), say=say) as running:
+    with harness.running(
+        state / "cluster",
+        model_store=store,
+        extra=project_images(),
+        say=say,
+        autoscaling=options.autoscaling,
+    ) as running:
         try:
             say("installing planetgen with Helm (chart charts/planetgen) ...")
             install_operator(running.cluster, options)

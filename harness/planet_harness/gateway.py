@@ -6,6 +6,8 @@ ready endpoint's pod address. Clients outside the pod network use it as an HTTP 
 (``curl --proxy $PLANET_PROXY http://NAME-NS.example.com/...``); pods use it as ``HTTP_PROXY`` for
 ``*.svc.cluster.local`` (KServe's router calls its steps there). It marks the routes it serves
 ``Accepted`` and ``ResolvedRefs``, as a Gateway API implementation does, since KServe waits for that.
+Its CONNECT listener is the pods' ``HTTPS_PROXY``: a tunnel to a Service name's ready endpoint, for
+clients that speak TLS end to end (KEDA's metrics server calls its operator over gRPC that way).
 """
 
 from __future__ import annotations
@@ -51,6 +53,14 @@ def seconds(duration: str) -> float:
     """A Gateway API duration ("600s", "1m30s", "500ms") in seconds."""
     scale = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
     return sum(float(n) * scale[u] for n, u in _DURATION.findall(duration))
+
+
+#: Tries per request when the chosen endpoint refuses the connection.
+CONNECT_ATTEMPTS = 3
+
+
+class _Unreachable(Exception):
+    """The endpoint refused or dropped the connection before any of the request was sent."""
 
 
 class Snapshot:
@@ -209,18 +219,29 @@ class Gateway:
             await asyncio.sleep(self.refresh)
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
-        """Forward one request by its Host: a Service name, else an HTTPRoute hostname."""
-        try:
-            return await self._route(request)
-        except LookupError:
-            # What was just created (a route, an endpoint turning ready) may be newer than the snapshot.
-            await self.sync()
-        try:
-            return await self._route(request)
-        except LookupError as exc:
-            return _error(503, str(exc))
+        """Forward one request by its Host: a Service name, else an HTTPRoute hostname.
 
-    async def _route(self, request: web.BaseRequest) -> web.StreamResponse:
+        A refused connection is retried on a fresh snapshot, as Envoy-based gateways retry
+        ``connect-failure``: the request never reached the pod (one that is shutting down, say,
+        before its endpoint's removal reached the snapshot), so another endpoint may take it.
+        """
+        # Not request.read(): its 1 MiB cap is aiohttp's, not a gateway's (images ride in JSON bodies).
+        body = await request.content.read()
+        for attempt in range(CONNECT_ATTEMPTS):
+            try:
+                return await self._route(request, body)
+            except LookupError as exc:
+                if attempt == CONNECT_ATTEMPTS - 1:
+                    return _error(503, str(exc))
+            except _Unreachable as exc:
+                if attempt == CONNECT_ATTEMPTS - 1:
+                    return _error(502, str(exc))
+                await asyncio.sleep(0.2 * (attempt + 1))
+            # What was just created or removed (a route, an endpoint) may be newer than the snapshot.
+            await self.sync()
+        raise AssertionError("unreachable")
+
+    async def _route(self, request: web.BaseRequest, body: bytes) -> web.StreamResponse:
         host_header = request.headers.get("Host", "") or request.url.host or ""
         host, _, port_text = host_header.partition(":")
         target = _SERVICE_HOST.match(host)
@@ -241,17 +262,15 @@ class Gateway:
             namespace = backend.get("namespace", route["metadata"]["namespace"])
             address = self.snapshot.endpoint(namespace, backend["name"], backend.get("port"))
             timeout = seconds(rule.get("timeouts", {}).get("request", "600s")) or timeout
-        return await self._forward(request, address, timeout)
+        return await self._forward(request, body, address, timeout)
 
     async def _forward(
-        self, request: web.BaseRequest, address: tuple[str, int], limit: float
+        self, request: web.BaseRequest, body: bytes, address: tuple[str, int], limit: float
     ) -> web.StreamResponse:
         assert self.session is not None
         url = f"http://{address[0]}:{address[1]}{request.rel_url.path_qs or '/'}"
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP}
         headers["Host"] = request.headers.get("Host", "")
-        # Not request.read(): its 1 MiB cap is aiohttp's, not a gateway's (images ride in JSON bodies).
-        body = await request.content.read()
         try:
             async with self.session.request(
                 request.method,
@@ -266,8 +285,68 @@ class Gateway:
                 return web.Response(status=upstream.status, body=payload, headers=out)
         except TimeoutError:
             return _error(504, f"upstream {url} did not answer within {limit:.0f} s")
+        except aiohttp.ClientConnectorError as exc:
+            raise _Unreachable(f"upstream {url}: {exc}") from exc
         except aiohttp.ClientError as exc:
             return _error(502, f"upstream {url}: {exc}")
+
+
+class Tunnels:
+    """HTTP CONNECT to ``NAME.NS.svc[.cluster.local]:PORT``: a TCP tunnel to one ready endpoint."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Answer one CONNECT, then copy bytes both ways until either side closes."""
+        try:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=30)
+            method, authority, *_ = head.split(b"\r\n", 1)[0].decode("latin-1").split(" ")
+            host, _, port = authority.rpartition(":")
+            target = _SERVICE_HOST.match(host)
+            if method != "CONNECT" or target is None or not port.isdigit():
+                await self._refuse(writer, 400, f"only CONNECT to a Service name: {method} {authority}")
+                return
+            try:
+                address = self.gateway.snapshot.endpoint(target["ns"], target["name"], int(port))
+            except LookupError:
+                await self.gateway.sync()
+                try:
+                    address = self.gateway.snapshot.endpoint(target["ns"], target["name"], int(port))
+                except LookupError as exc:
+                    await self._refuse(writer, 503, str(exc))
+                    return
+            try:
+                upstream_reader, upstream_writer = await asyncio.open_connection(*address)
+            except OSError as exc:
+                await self._refuse(writer, 502, f"{address[0]}:{address[1]}: {exc}")
+                return
+            writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+            await writer.drain()
+            await asyncio.gather(_pipe(reader, upstream_writer), _pipe(upstream_reader, writer))
+        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, ValueError):
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                writer.close()
+
+    @staticmethod
+    async def _refuse(writer: asyncio.StreamWriter, status: int, message: str) -> None:
+        log.warning("CONNECT refused (%s): %s", status, message)
+        writer.write(f"HTTP/1.1 {status} Refused\r\ncontent-length: 0\r\n\r\n".encode())
+        await writer.drain()
+
+
+async def _pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+    try:
+        while chunk := await source.read(65536):
+            sink.write(chunk)
+            await sink.drain()
+    except OSError:
+        pass
+    finally:
+        with contextlib.suppress(OSError):
+            sink.close()
 
 
 def _error(status: int, message: str) -> web.Response:
@@ -280,8 +359,8 @@ def _now() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-async def serve(listen: list[tuple[str, int]]) -> None:
-    """Run the gateway on every ``(host, port)`` until cancelled."""
+async def serve(listen: list[tuple[str, int]], connect: list[tuple[str, int]] | None = None) -> None:
+    """Run the gateway on every ``(host, port)``, its CONNECT tunnels on ``connect``, until cancelled."""
     client = kube.Client(kube.load_connection())
     gateway = Gateway(client, addresses=sorted({host for host, _ in listen if host != "127.0.0.1"}))
     # A low-level server: every request reaches the handler, also a proxy request for a bare host
@@ -289,15 +368,23 @@ async def serve(listen: list[tuple[str, int]]) -> None:
     server = web.Server(gateway.handle)
     runner = web.ServerRunner(server, access_log=None)
     await runner.setup()
-    gateway.session = aiohttp.ClientSession()
+    # Bodies pass through as the upstream encoded them, with their Content-Encoding (a proxy does not
+    # decode; KEDA's Prometheus client asks for gzip).
+    gateway.session = aiohttp.ClientSession(auto_decompress=False)
     for host, port in listen:
         await web.TCPSite(runner, host, port).start()
+    tunnels = Tunnels(gateway)
+    servers = [await asyncio.start_server(tunnels.handle, host, port) for host, port in connect or []]
     log.info("gateway on %s", ", ".join(f"{h}:{p}" for h, p in listen))
+    if connect:
+        log.info("CONNECT tunnels on %s", ", ".join(f"{h}:{p}" for h, p in connect))
     try:
         await gateway.watch()
     finally:
         with contextlib.suppress(Exception):
             await gateway.session.close()
+            for item in servers:
+                item.close()
             await client.close()
             await runner.cleanup()
 
@@ -306,11 +393,15 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m planet_harness.gateway --listen 127.0.0.1:8080 --listen 10.233.0.1:8080``."""
     parser = argparse.ArgumentParser(prog="python -m planet_harness.gateway", description=__doc__)
     parser.add_argument("--listen", action="append", required=True, help="HOST:PORT (repeatable)")
+    parser.add_argument(
+        "--connect-listen", action="append", default=[], help="HOST:PORT for CONNECT tunnels (repeatable)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     listen = [(item.rsplit(":", 1)[0], int(item.rsplit(":", 1)[1])) for item in args.listen]
+    connect = [(item.rsplit(":", 1)[0], int(item.rsplit(":", 1)[1])) for item in args.connect_listen]
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(listen))
+        asyncio.run(serve(listen, connect))
     return 0
 
 

@@ -57,8 +57,12 @@ def crds() -> list[dict[str, Any]]:
     return found
 
 
-def config_map() -> dict[str, Any]:
-    """KServe's ``inferenceservice-config``, switched to Standard mode and Gateway API ingress."""
+def config_map(autoscaler: dict[str, str] | None = None) -> dict[str, Any]:
+    """KServe's ``inferenceservice-config``, switched to Standard mode and Gateway API ingress.
+
+    ``autoscaler`` replaces keys of its ``autoscaler`` entry (the HPA stabilization windows KServe
+    writes into every ScaledObject it creates).
+    """
     source = (
         components.module_dir("kserve", "github.com/kserve/kserve") / "config/configmap/inferenceservice.yaml"
     )
@@ -70,8 +74,17 @@ def config_map() -> dict[str, Any]:
     ingress = json.loads(data["ingress"])
     ingress.update({"enableGatewayApi": True, "kserveIngressGateway": f"{NAMESPACE}/{GATEWAY}"})
     data["ingress"] = json.dumps(ingress)
+    if autoscaler:
+        data["autoscaler"] = json.dumps({**_json_with_comments(data.get("autoscaler", "{}")), **autoscaler})
     config["metadata"]["namespace"] = NAMESPACE
     return config
+
+
+def _json_with_comments(text: str) -> dict[str, Any]:
+    """KServe's config entries are JSON; its shipped ``autoscaler`` one carries ``#`` comment lines."""
+    lines = [line for line in text.splitlines() if not line.strip().startswith("#")]
+    loaded: dict[str, Any] = json.loads("\n".join(lines) or "{}")
+    return loaded
 
 
 def rbac() -> list[dict[str, Any]]:
@@ -142,8 +155,9 @@ def webhooks(url: str, ca_bundle: str) -> list[dict[str, Any]]:
 class KServe:
     """KServe's controller manager with its webhooks, on a running :class:`ControlPlane`."""
 
-    def __init__(self, cluster: ControlPlane) -> None:
+    def __init__(self, cluster: ControlPlane, *, autoscaler: dict[str, str] | None = None) -> None:
         self.cluster = cluster
+        self.autoscaler = autoscaler
         self.workdir = cluster.workdir / "kserve"
         self.process: Process | None = None
 
@@ -162,7 +176,7 @@ class KServe:
                 }
             ]
         )
-        cluster.apply([config_map(), *rbac(), *gateway()])
+        cluster.apply([config_map(self.autoscaler), *rbac(), *gateway()])
         self._start_manager()
         assert cluster.ca is not None
         url = f"https://127.0.0.1:{self.webhook_port}"

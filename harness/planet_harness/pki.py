@@ -73,20 +73,25 @@ class Authority:
         """The CA certificate, for kubeconfigs and webhook caBundles."""
         return self._cert.public_bytes(serialization.Encoding.PEM)
 
-    def serving(self, name: str, *, hosts: list[str]) -> Pair:
-        """A server certificate for DNS names and IP addresses in ``hosts``."""
+    def serving(self, name: str, *, hosts: list[str], mutual: bool = False) -> Pair:
+        """A server certificate for DNS names and IP addresses in ``hosts``.
+
+        ``mutual`` makes it a client certificate too: KEDA's operator and metrics server present the
+        same one to each other over mTLS.
+        """
         names: list[x509.GeneralName] = []
         for host in hosts:
             try:
                 names.append(x509.IPAddress(ipaddress.ip_address(host)))
             except ValueError:
                 names.append(x509.DNSName(host))
-        return self._issue(name, common_name=hosts[0], sans=names, usage=ExtendedKeyUsageOID.SERVER_AUTH)
+        usages = [ExtendedKeyUsageOID.SERVER_AUTH] + ([ExtendedKeyUsageOID.CLIENT_AUTH] if mutual else [])
+        return self._issue(name, common_name=hosts[0], sans=names, usage=usages)
 
     def client(self, name: str, *, user: str, groups: tuple[str, ...] = ()) -> Pair:
         """A client certificate: the API server reads the user from CN and groups from O."""
         return self._issue(
-            name, common_name=user, organizations=groups, usage=ExtendedKeyUsageOID.CLIENT_AUTH
+            name, common_name=user, organizations=groups, usage=[ExtendedKeyUsageOID.CLIENT_AUTH]
         )
 
     def _issue(
@@ -94,7 +99,7 @@ class Authority:
         name: str,
         *,
         common_name: str,
-        usage: x509.ObjectIdentifier,
+        usage: list[x509.ObjectIdentifier],
         sans: list[x509.GeneralName] | None = None,
         organizations: tuple[str, ...] = (),
     ) -> Pair:
@@ -111,7 +116,7 @@ class Authority:
             .not_valid_before(now - datetime.timedelta(minutes=5))
             .not_valid_after(now + _VALID)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+            .add_extension(x509.ExtendedKeyUsage(usage), critical=False)
         )
         if sans:
             builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)

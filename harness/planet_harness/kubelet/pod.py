@@ -7,6 +7,7 @@ import datetime
 import logging
 import os
 import socket
+import ssl
 import threading
 import time
 import urllib.request
@@ -23,6 +24,10 @@ from planet_harness.kubelet.volumes import Volumes, field
 log = logging.getLogger("planet_harness.kubelet")
 #: Restart back-off after a crash, as the kubelet's (10 s doubling to 5 min), shortened for tests.
 BACKOFF = (1.0, 2.0, 4.0, 8.0, 16.0, 30.0)
+#: HTTPS probes do not verify the certificate, as the kubelet's do not (KEDA's metrics server probes so).
+_PROBE_TLS = ssl.create_default_context()
+_PROBE_TLS.check_hostname = False
+_PROBE_TLS.verify_mode = ssl.CERT_NONE
 
 
 def _now() -> str:
@@ -222,7 +227,7 @@ class PodWorker:
                 port = self._port(get["port"])
                 scheme = get.get("scheme", "HTTP").lower()
                 url = f"{scheme}://{get.get('host') or self.ip}:{port}{get.get('path', '/')}"
-                with urllib.request.urlopen(url, timeout=timeout) as response:
+                with urllib.request.urlopen(url, timeout=timeout, context=_PROBE_TLS) as response:
                     return bool(200 <= response.status < 400)
             if "tcpSocket" in probe:
                 with socket.create_connection(
@@ -316,7 +321,10 @@ class PodWorker:
                 env[name] = expand(str(item["value"]), env)
                 continue
             ref = item.get("valueFrom", {})
-            if "fieldRef" in ref:
+            if not ref:
+                # `value: ""` arrives with no value at all (omitempty); the variable is still set, empty.
+                env[name] = ""
+            elif "fieldRef" in ref:
                 env[name] = field(pod, ref["fieldRef"]["fieldPath"])
             elif "configMapKeyRef" in ref:
                 found = api.read_namespaced_config_map(ref["configMapKeyRef"]["name"], namespace)
