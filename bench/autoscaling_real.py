@@ -41,34 +41,18 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
 import autoscaling_sim as sim
-from planet_harness import devstack
+from planet_harness import devstack, workloads
 from planet_harness import stack as harness
 
 NS = "default"
 PIPELINE = "bench-scale"
 SCRAPE_SECONDS, HPA_SYNC_SECONDS, SCALE_DOWN_WINDOW_SECONDS = 2.0, 5.0, 30
 MIN_REPLICAS, MAX_REPLICAS, TARGET, MAX_QUEUE = 1, 3, 2, 8
-PROMPT = {"color": "deep blue", "atmosphere": "frosted cloudy zones", "moons": "no moons",
-          "sky": "distant stars dark sky"}  # fmt: skip
-MANIFEST: dict[str, Any] = {
-    "apiVersion": "planetgen.io/v1alpha1",
-    "kind": "PlanetPipeline",
-    "metadata": {"name": PIPELINE, "namespace": NS},
-    "spec": {
-        "version": "v1",
-        "model": {"base": {"uri": "hf://stabilityai/stable-diffusion-xl-base-1.0"}},
-        "generation": {"width": 304, "height": 128, "steps": 4, "maxSteps": 8},
-        "engine": {"backend": "torch", "precision": "fp32"},
-        "serving": {
-            "maxBatchSize": 1,
-            "maxBatchWaitMs": 0,
-            "lanes": {"final": {"steps": 4, "maxConcurrency": 1, "maxQueue": MAX_QUEUE}},
-            "resources": {"requests": {"cpu": "100m", "memory": "512Mi"}},
-        },
-        "autoscaling": {"minReplicas": MIN_REPLICAS, "maxReplicas": MAX_REPLICAS, "targetQueueDepth": TARGET},
-        "rollout": {"steps": []},
-    },
-}
+MANIFEST = workloads.scaling_pipeline(
+    PIPELINE, namespace=NS, size=(304, 128), steps=4, max_queue=MAX_QUEUE,
+    replicas=(MIN_REPLICAS, MAX_REPLICAS), target_queue_depth=TARGET,
+)  # fmt: skip
+PROMPT = workloads.PROMPT
 
 
 def say(text: str) -> None:

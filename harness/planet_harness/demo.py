@@ -16,8 +16,10 @@ import argparse
 import base64
 import dataclasses
 import io
+import itertools
 import json
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -33,7 +35,10 @@ from planet_harness import devstack
 from planet_harness.cli import say, with_stack
 from planet_harness.controlplane import ControlPlane
 
-#: Structured prompts: color ▶ atmosphere ▶ moons ▶ sky, as the reference workload writes them.
+#: The contact sheet: this many fixed prompts, each attribute cycling through the manifest's values.
+SHEET_SIZE = 50
+SHEET_COLUMNS = 5
+#: Structured prompts for the final renders: color ▶ atmosphere ▶ moons ▶ sky.
 PROMPTS: tuple[dict[str, str], ...] = (
     {"color": "deep blue", "atmosphere": "frosted cloudy zones", "moons": "no moons",
      "sky": "distant stars dark sky"},
@@ -45,6 +50,17 @@ PROMPTS: tuple[dict[str, str], ...] = (
 )  # fmt: skip
 
 
+def sheet_prompts(manifest: dict[str, Any], n: int = SHEET_SIZE) -> list[dict[str, str]]:
+    """``n`` fixed, distinct structured prompts over the manifest's attribute values (seeded draw)."""
+    attributes = manifest["spec"]["generation"]["prompt"]["attributes"]
+    names = [a["name"] for a in attributes]
+    every = list(itertools.product(*(a["values"] for a in attributes)))
+    return [
+        dict(zip(names, combo, strict=True))
+        for combo in random.Random(2026).sample(every, min(n, len(every)))
+    ]
+
+
 @dataclasses.dataclass(kw_only=True)
 class Options:
     """What the demo does."""
@@ -52,7 +68,11 @@ class Options:
     manifest: Path = Path("examples/ethereal-planets.yaml")
     out: Path = Path("out")
     requests: int = 3
-    steps: int = 4
+    #: Denoising steps per image; None takes the lane's (the manifest's ``serving.lanes``).
+    steps: int | None = 4
+    #: Prompts on the contact sheet (0: none); ``-f examples/planet-demo.yaml --sheet 50 --steps 0``
+    #: draws the planet preset's (docs/model.md).
+    sheet: int = 0
     timeout: float = 900.0
     rollout: bool = True
     state_dir: Path = Path(".planet/demo")
@@ -63,8 +83,13 @@ def add_parser(sub: Any) -> None:
     parser = sub.add_parser("demo", help="the real stack, the reference pipeline, planets in out/")
     parser.add_argument("-f", "--filename", type=Path, default=Path("examples/ethereal-planets.yaml"))
     parser.add_argument("--out", type=Path, default=Path("out"), help="where images are written")
-    parser.add_argument("--requests", type=int, default=3, help="how many planets to make")
-    parser.add_argument("--steps", type=int, default=4, help="denoising steps per image (tiny model, CPU)")
+    parser.add_argument(
+        "--requests", type=int, default=3, help="how many planets go through the upscale chain"
+    )
+    parser.add_argument(
+        "--sheet", type=int, default=0, help=f"prompts on a contact sheet (0: none; {SHEET_SIZE} fixed ones)"
+    )
+    parser.add_argument("--steps", type=int, default=4, help="denoising steps per image (0: the lane's)")
     parser.add_argument("--state-dir", type=Path, default=Path(".planet/demo"))
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for each phase")
     parser.add_argument("--no-rollout", action="store_true", help="skip the canary / promote / rollback")
@@ -77,13 +102,14 @@ def run(args: argparse.Namespace) -> int:
 
     if not args.filename.exists():
         raise errors.UsageError(f"{args.filename}: no such file")
-    if args.requests < 1 or args.steps < 1:
-        raise errors.UsageError("--requests and --steps must be >= 1")
+    if args.requests < 1 or args.steps < 0 or args.sheet < 0:
+        raise errors.UsageError("--requests must be >= 1, --steps and --sheet >= 0")
     options = Options(
         manifest=args.filename,
         out=args.out,
         requests=args.requests,
-        steps=args.steps,
+        steps=args.steps or None,
+        sheet=args.sheet,
         timeout=args.timeout,
         rollout=not args.no_rollout,
         state_dir=args.state_dir,
@@ -108,10 +134,11 @@ class Demo:
         status = self.wait(name, namespace, lambda s: s.get("phase") == "Ready" and s.get("url"), "Ready")
         url = str(status["url"])
         say(f"Ready in {time.monotonic() - started:.0f} s at {url}")
+        followed = self.contact_sheet(name, namespace)
         made = self.requests(url, name, namespace)
         rolled = self.rollout(name, namespace) if self.options.rollout else True
         say(f"images in {self.options.out.resolve()}; logs in {self.cluster.logs}")
-        return 0 if made == self.options.requests and rolled else 1
+        return 0 if made == self.options.requests and rolled and followed else 1
 
     def kubectl(self, *args: str, input: str | None = None) -> str:
         """The real kubectl, as the user runs it after ``. .planet/env``."""
@@ -167,16 +194,75 @@ class Demo:
                 f"{url}: HTTP {exc.code}: {exc.read()[:300].decode(errors='replace')}"
             ) from None
 
+    def generate_url(self, name: str, namespace: str) -> str:
+        """The generate InferenceService's V1 predict URL (from its status, as KServe wrote it)."""
+        generate = json.loads(self.kubectl("get", "isvc", f"{name}-generate", "-n", namespace, "-o", "json"))
+        return f"{generate['status']['url']}/v1/models/{name}-generate:predict"
+
+    def instance(self, prompt: dict[str, str], seed: int) -> dict[str, Any]:
+        """One V1 instance; steps only when the user asked for them."""
+        body: dict[str, Any] = {"prompt": prompt, "seed": seed}
+        if self.options.steps is not None:
+            body["steps"] = self.options.steps
+        return body
+
+    def contact_sheet(self, name: str, namespace: str) -> bool:
+        """The fixed prompts at the native size, as a contact sheet; True when at least 80 % follow.
+
+        "Follow" is the verifier's count: neither the colour nor the moons check failed.
+        """
+        if self.options.sheet == 0:
+            return True
+        from PIL import Image
+
+        manifest = yaml.safe_load(self.options.manifest.read_text())
+        prompts = sheet_prompts(manifest, self.options.sheet)
+        folder = self.options.out / "sheet"
+        folder.mkdir(parents=True, exist_ok=True)
+        url = self.generate_url(name, namespace)
+        batch = int(manifest["spec"].get("serving", {}).get("maxBatchSize", 4))
+        say(f"contact sheet: {len(prompts)} fixed prompts, {batch} per request, to {url}")
+        records: list[dict[str, Any]] = []
+        tiles: list[Image.Image] = []
+        started = time.monotonic()
+        for first in range(0, len(prompts), batch):
+            chunk = prompts[first : first + batch]
+            body = {"instances": [self.instance(p, 2000 + first + i) for i, p in enumerate(chunk)]}
+            answer = self.post(url, body)
+            for i, (prompt, prediction) in enumerate(zip(chunk, answer["predictions"], strict=True)):
+                index = first + i + 1
+                data = base64.b64decode(prediction["image"])
+                path = folder / f"{index:02d}.png"
+                path.write_bytes(data)
+                tiles.append(Image.open(io.BytesIO(data)).convert("RGB"))
+                quality = prediction.get("quality") or {}
+                failed = list(quality.get("failed", []))
+                follows = not {"color", "moons"} & set(failed)
+                records.append(
+                    {"file": str(path), "prompt": prompt, "seed": 2000 + index - 1, "quality": quality,
+                     "follows": follows}
+                )  # fmt: skip
+            say(f"  {len(records)}/{len(prompts)} in {time.monotonic() - started:.0f} s")
+        _sheet(tiles, self.options.out / "contact-sheet.png")
+        (self.options.out / "sheet.json").write_text(json.dumps(records, indent=1))
+        followed = sum(r["follows"] for r in records)
+        scores = [r["quality"]["score"] for r in records if "score" in r["quality"]]
+        mean = sum(scores) / len(scores) if scores else float("nan")
+        say(
+            f"  colour and moons follow the prompt in {followed}/{len(records)} (the verifier's count); "
+            f"mean quality score {mean:.3f}; {self.options.out / 'contact-sheet.png'}"
+        )
+        return bool(followed >= 0.8 * len(records))
+
     def requests(self, url: str, name: str, namespace: str) -> int:
         """Raw images from the generate service, final ones through the pipeline; count the successes."""
         out = self.options.out
         out.mkdir(parents=True, exist_ok=True)
-        generate = json.loads(self.kubectl("get", "isvc", f"{name}-generate", "-n", namespace, "-o", "json"))
-        generate_url = f"{generate['status']['url']}/v1/models/{name}-generate:predict"
+        generate_url = self.generate_url(name, namespace)
         made = 0
         for index in range(self.options.requests):
             prompt = PROMPTS[index % len(PROMPTS)]
-            body = {"instances": [{"prompt": prompt, "seed": 1000 + index, "steps": self.options.steps}]}
+            body = {"instances": [self.instance(prompt, 1000 + index)]}
             t0 = time.monotonic()
             try:
                 raw = _save(self.post(generate_url, body), out / f"planet-{index + 1}-raw")
@@ -229,6 +315,18 @@ class Demo:
             say(f"    {line}")
         if result.returncode != 0:
             raise RuntimeError(f"kubectl planet {args[0]} failed with exit code {result.returncode}")
+
+
+def _sheet(tiles: list[Any], path: Path) -> None:
+    """Tiles in rows of :data:`SHEET_COLUMNS`, 4 px apart."""
+    from PIL import Image
+
+    width, height = tiles[0].size
+    rows = -(-len(tiles) // SHEET_COLUMNS)
+    sheet = Image.new("RGB", (SHEET_COLUMNS * (width + 4) - 4, rows * (height + 4) - 4), (40, 40, 40))
+    for i, tile in enumerate(tiles):
+        sheet.paste(tile, ((i % SHEET_COLUMNS) * (width + 4), (i // SHEET_COLUMNS) * (height + 4)))
+    sheet.save(path)
 
 
 def _save(response: dict[str, Any], stem: Path) -> str:

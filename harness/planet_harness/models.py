@@ -3,7 +3,9 @@
 There is no network on this machine, so the storage-initializer image (``storage_initializer.py``)
 copies ``hf://`` and ``s3://`` URIs from this folder. Each URI the examples and the e2e suite name
 gets a model the project builds itself, loaded through the same path as real weights: a diffusers
-folder for SDXL (the tiny preset), a Real-ESRGAN-architecture ``.pth`` and a LoRA ``.safetensors``.
+folder for SDXL, a Real-ESRGAN-architecture ``.pth`` and LoRA ``.safetensors`` files: the tiny preset's
+seeded random weights under the reference example's URIs, the trained ``planet`` preset (with its
+LoRAs and upscaler) under ``planetgen`` URIs for ``examples/planet-demo.yaml``.
 """
 
 from __future__ import annotations
@@ -16,6 +18,11 @@ from pathlib import Path
 SDXL = "hf://stabilityai/stable-diffusion-xl-base-1.0"
 UPSCALER = "s3://planetgen-models/upscalers/realesrgan-x2plus.pth"
 LORA = "s3://planetgen-models/loras/ethereal-planets-v3.safetensors"
+PLANET = "hf://planetgen/planet-sdxl"
+PLANET_UPSCALER = "s3://planetgen-models/upscalers/planet-compact-x2.pth"
+PLANET_LORA = "s3://planetgen-models/loras/planet-ethereal.safetensors"
+#: A deliberately bad LoRA (planets pushed past the composition region) for quality-gate tests.
+PLANET_BAD_LORA = "s3://planetgen-models/loras/planet-offcentre.safetensors"
 
 
 def path_of(store: Path, uri: str) -> Path:
@@ -47,8 +54,42 @@ def _lora(target: Path, scratch: Path) -> None:
     tiny.write_lora(target)
 
 
+def _planet(target: Path, scratch: Path) -> None:
+    from planet_predictors.presets import planet
+
+    shutil.copytree(planet.folder(), target, ignore=shutil.ignore_patterns("loras", "upscaler-*"))
+
+
+def _planet_upscaler(target: Path, scratch: Path) -> None:
+    import torch
+    from safetensors.torch import load_file
+
+    from planet_predictors.presets import planet
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(load_file(str(planet.upscaler())), target)
+
+
+def _planet_lora(look: str) -> Callable[[Path, Path], None]:
+    def copy(target: Path, scratch: Path) -> None:
+        from planet_predictors.presets import planet
+
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(planet.lora(look), target)
+
+    return copy
+
+
 #: Every URI the store serves, and how its model is made.
-MODELS: dict[str, Callable[[Path, Path], None]] = {SDXL: _sdxl, UPSCALER: _upscaler, LORA: _lora}
+MODELS: dict[str, Callable[[Path, Path], None]] = {
+    SDXL: _sdxl,
+    UPSCALER: _upscaler,
+    LORA: _lora,
+    PLANET: _planet,
+    PLANET_UPSCALER: _planet_upscaler,
+    PLANET_LORA: _planet_lora("ethereal"),
+    PLANET_BAD_LORA: _planet_lora("offcentre"),
+}
 
 
 def ensure(store: Path, *, say: Callable[[str], None] = print) -> Path:
@@ -58,10 +99,15 @@ def ensure(store: Path, *, say: Callable[[str], None] = print) -> Path:
         target = path_of(store, uri)
         if target.exists():
             continue
-        say(f"model store: building {uri} (seeded weights, once)")
+        say(f"model store: adding {uri} (once)")
         staging = target.with_name(f".{target.name}.{os.getpid()}")
         shutil.rmtree(staging, ignore_errors=True)
         staging.parent.mkdir(parents=True, exist_ok=True)
-        make(staging, scratch)
+        try:
+            make(staging, scratch)
+        except FileNotFoundError as exc:  # a checkout without the planet preset's weights
+            say(f"model store: {uri} left out: {exc}")
+            shutil.rmtree(staging, ignore_errors=True)
+            continue
         os.replace(staging, target)
     return store

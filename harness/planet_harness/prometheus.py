@@ -23,6 +23,7 @@ import prometheus_client
 from planet_harness.processes import free_port
 
 BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120)
+QUALITY_BUCKETS = tuple(round(0.1 * i, 1) for i in range(1, 11))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,7 +52,10 @@ class MetricsFeed:
         self._duration = prometheus_client.Histogram(
             "planet_request_duration_seconds", "", [*labels, "stage"], buckets=BUCKETS, registry=self.registry
         )
-        self._quality = prometheus_client.Gauge("planet_quality_score", "", labels, registry=self.registry)
+        # A histogram, as the predictors export it (the analysis reads its mean over the window).
+        self._quality = prometheus_client.Histogram(
+            "planet_quality_score", "", labels, buckets=QUALITY_BUCKETS, registry=self.registry
+        )
         self.port = free_port()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="metrics-feed", daemon=True)
@@ -77,9 +81,9 @@ class MetricsFeed:
         while not self._stop.wait(tick):
             for revision, profile in list(self.profiles.items()):
                 lane = (self.pipeline, revision, "final")
-                self._quality.labels(*lane).set(profile.quality)
                 owed[revision] = owed.get(revision, 0.0)
                 for _ in range(max(1, round(self.rate * tick))):
+                    self._quality.labels(*lane).observe(profile.quality)
                     self._duration.labels(*lane, "total").observe(profile.latency)
                     self._duration.labels(*lane, "queue").observe(profile.queue)
                     # Whole errors spread evenly, so the rates come out exact.

@@ -29,7 +29,7 @@ from typing import Any
 import pytest
 import yaml
 
-from planet_harness import devstack, keda
+from planet_harness import devstack, keda, workloads
 from planet_harness import stack as harness
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -46,28 +46,11 @@ MIN_REPLICAS, MAX_REPLICAS, TARGET = 1, 3, 2
 SCALE_UP_SYNCS = 12
 BASELINE_CLIENTS, BURST_CLIENTS = 1, 10
 PIPELINE = "e2e-scale"
-#: Generate only, torch (no engine build), one request at a time per replica so a burst queues.
-MANIFEST: dict[str, Any] = {
-    "apiVersion": "planetgen.io/v1alpha1",
-    "kind": "PlanetPipeline",
-    "metadata": {"name": PIPELINE, "namespace": NS},
-    "spec": {
-        "version": "v1",
-        "model": {"base": {"uri": "hf://stabilityai/stable-diffusion-xl-base-1.0"}},
-        "generation": {"width": 152, "height": 64, "steps": 2, "maxSteps": 4},
-        "engine": {"backend": "torch", "precision": "fp32"},
-        "serving": {
-            "maxBatchSize": 1,
-            "maxBatchWaitMs": 0,
-            "lanes": {"final": {"steps": 2, "maxConcurrency": 1, "maxQueue": 16}},
-            "resources": {"requests": {"cpu": "100m", "memory": "512Mi"}},
-        },
-        "autoscaling": {"minReplicas": MIN_REPLICAS, "maxReplicas": MAX_REPLICAS, "targetQueueDepth": TARGET},
-        "rollout": {"steps": []},
-    },
-}
-PROMPT = {"color": "deep blue", "atmosphere": "frosted cloudy zones", "moons": "no moons",
-          "sky": "distant stars dark sky"}  # fmt: skip
+MANIFEST = workloads.scaling_pipeline(
+    PIPELINE, namespace=NS, size=(152, 64), steps=2, max_queue=16,
+    replicas=(MIN_REPLICAS, MAX_REPLICAS), target_queue_depth=TARGET,
+)  # fmt: skip
+PROMPT = workloads.PROMPT
 
 
 @pytest.fixture(scope="module")

@@ -190,6 +190,18 @@ def specs_to_check() -> Iterator[spec.PlanetPipelineSpec]:
     ]
     breakers += [
         {"autoscaling": {"minReplicas": 0, "scaleToZero": True}},  # Standard is the default mode
+        {
+            "generation": {
+                "composition": {
+                    "left": 0.6,
+                    "right": 0.4,
+                    "top": 0.9,
+                    "bottom": 0.1,
+                    "minDiameter": 0.9,
+                    "maxDiameter": 0.5,
+                }
+            }
+        },
         {"serving": {"lanes": {"final": {"steps": 8}, "l" * 64: {"steps": 8}}}},
         {"serving": {"resources": {"requests": {"x" * 318: 1}, "limits": {}}}},
         {

@@ -337,6 +337,18 @@ INVALID: dict[str, tuple[str, dict[str, Any]]] = {
         "spec.generation.steps",
         manifest(generation={"steps": 45, "maxSteps": 40}),
     ),
+    "left must be < right": (
+        "spec.generation.composition.left",
+        manifest(generation={"composition": {"left": 0.95}}),  # right defaults to 0.92
+    ),
+    "top must be < bottom": (
+        "spec.generation.composition.top",
+        manifest(generation={"composition": {"top": 0.5, "bottom": 0.5}}),
+    ),
+    "minDiameter must be <= maxDiameter": (
+        "spec.generation.composition.minDiameter",
+        manifest(generation={"composition": {"minDiameter": 0.9}}),  # maxDiameter defaults to 0.85
+    ),
     "an upscale stage needs factor": (
         "spec.upscale.stages[0].factor",
         manifest(upscale={"model": {"uri": "/x2.pth"}, "stages": [{"type": "upscale"}]}),

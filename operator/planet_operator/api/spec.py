@@ -150,6 +150,54 @@ def _multiple_of_8(value: int) -> bool:
     return value % 8 == 0
 
 
+class CompositionSpec(RuledModel):
+    """Where the planet must sit in the frame, for the verifier's composition check.
+
+    The defaults are the reference workload's (the predictors' ``Region``): small margins on every
+    side, a planet between 40 % and 85 % of the frame's height.
+    """
+
+    left: float = pydantic.Field(
+        default=0.08, ge=0.0, le=1.0, description="Left edge of the region, a fraction of the width."
+    )
+    right: float = pydantic.Field(
+        default=0.92, ge=0.0, le=1.0, description="Right edge of the region, a fraction of the width."
+    )
+    top: float = pydantic.Field(
+        default=0.06, ge=0.0, le=1.0, description="Top edge of the region, a fraction of the height."
+    )
+    bottom: float = pydantic.Field(
+        default=0.94, ge=0.0, le=1.0, description="Bottom edge of the region, a fraction of the height."
+    )
+    min_diameter: float = pydantic.Field(
+        default=0.40, ge=0.0, le=1.0, description="Smallest planet diameter, a fraction of the height."
+    )
+    max_diameter: float = pydantic.Field(
+        default=0.85, ge=0.0, le=1.0, description="Largest planet diameter, a fraction of the height."
+    )
+
+    __rules__ = (
+        Rule(
+            cel="self.left < self.right",
+            message="left must be < right",
+            field=".left",
+            check=lambda m: m.left < m.right,
+        ),
+        Rule(
+            cel="self.top < self.bottom",
+            message="top must be < bottom",
+            field=".top",
+            check=lambda m: m.top < m.bottom,
+        ),
+        Rule(
+            cel="self.minDiameter <= self.maxDiameter",
+            message="minDiameter must be <= maxDiameter",
+            field=".minDiameter",
+            check=lambda m: m.min_diameter <= m.max_diameter,
+        ),
+    )
+
+
 class GenerationSpec(RuledModel):
     """Generation defaults and the limits requests may ask for."""
 
@@ -161,6 +209,12 @@ class GenerationSpec(RuledModel):
     scheduler: Literal["euler", "euler-ancestral", "dpmpp-2m", "ddim", "unipc", "lcm"] = "euler"
     negative_prompt: str = pydantic.Field(default="", max_length=2000)
     prompt: PromptSpec | None = None
+    composition: CompositionSpec = pydantic.Field(default_factory=CompositionSpec)
+    verify: bool = pydantic.Field(
+        default=True,
+        description="Score each image with the verifier: the planet_quality_score histogram and each"
+        " prediction's quality.",
+    )
 
     __rules__ = (
         Rule(

@@ -12,18 +12,27 @@ import json
 from typing import Any
 
 from planet_build import cache_key
-from planet_operator.api.spec import PlanetPipelineSpec
+from planet_operator.api.spec import GenerationSpec, PlanetPipelineSpec
 
 #: Length of the short revision id used in names and labels.
 REVISION_LENGTH = 10
+#: ``generation`` fields (python names) newer than the first revisions: hashed only when not default.
+_LATER_FIELDS = ("composition", "verify")
 
 
 def served_model(spec: PlanetPipelineSpec) -> dict[str, Any]:
     """The part of the spec a revision is made of."""
     dumped = spec.model_dump(mode="json", by_alias=True, exclude_none=True)
+    generation = dict(dumped["generation"])
+    # Fields added after revisions were first hashed count only when set away from their default,
+    # so upgrading the operator does not roll every pipeline out again.
+    defaults = GenerationSpec().model_dump(mode="json", by_alias=True, include=set(_LATER_FIELDS))
+    for key, default in defaults.items():
+        if generation.get(key) == default:
+            generation.pop(key, None)
     return {
         "model": dumped["model"],
-        "generation": dumped["generation"],
+        "generation": generation,
         "upscale": dumped.get("upscale"),
         "engine": dumped["engine"],
         "images": dumped["serving"]["images"],

@@ -3,7 +3,9 @@
 Each query returns one number for the canary revision over a window, or nothing. Metrics (the
 predictor contract): ``planet_errors_total{pipeline,revision,lane,reason}``,
 ``planet_request_duration_seconds{pipeline,revision,lane,stage}`` (histogram; ``stage="total"``
-is observed once per finished request, failed ones included) and ``planet_quality_score`` (gauge).
+is observed once per finished request, failed ones included) and
+``planet_quality_score{pipeline,revision,lane}`` (histogram of the verifier's score in [0, 1], one
+observation per image returned).
 ``namespace`` is added by the cluster's scrape config, so its matcher is optional.
 """
 
@@ -47,7 +49,11 @@ DEFAULT_TEMPLATES: Mapping[Metric, str] = {
         'sum(rate(planet_request_duration_seconds_sum{$selector,stage="queue"}[$window]))'
         ' / sum(rate(planet_request_duration_seconds_count{$selector,stage="queue"}[$window]))'
     ),
-    "quality_score": "avg(avg_over_time(planet_quality_score{$selector}[$window]))",
+    # The mean score of the images returned in the window (all lanes): no images gives NaN, no data.
+    "quality_score": (
+        "sum(rate(planet_quality_score_sum{$selector}[$window]))"
+        " / sum(rate(planet_quality_score_count{$selector}[$window]))"
+    ),
 }
 
 

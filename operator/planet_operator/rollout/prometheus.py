@@ -81,7 +81,8 @@ class PrometheusClient:
 
     async def _post(self, path: str, form: Mapping[str, str]) -> dict[str, Any]:
         if self._session is None:
-            self._session = aiohttp.ClientSession()
+            # trust_env: a cluster that reaches Prometheus through HTTP_PROXY (NO_PROXY honoured).
+            self._session = aiohttp.ClientSession(trust_env=True)
         url = self.base_url + path
         # POST form: long PromQL does not hit URL length limits.
         try:

@@ -169,18 +169,20 @@ def _bytes_to_unicode() -> dict[int, str]:
     return dict(zip(printable, (chr(c) for c in codes), strict=True))
 
 
-def _write_tokenizer_files(folder: Path) -> Path:
-    """Train a tiny CLIP BPE (bytes + a few merges learnt from the planet prompts) and write its files."""
+def _write_tokenizer_files(folder: Path, phrases: list[str] | None = None, *, merges: int = _MERGES) -> Path:
+    """Train a tiny CLIP BPE (bytes + merges learnt from ``phrases``, planet prompts) and write its files."""
     chars = list(_bytes_to_unicode().values())
     vocab: dict[str, int] = {"<|startoftext|>": 0, "<|endoftext|>": 1}
     for token in [*chars, *(c + "</w>" for c in chars)]:
         vocab.setdefault(token, len(vocab))
     # Corpus: every word the built-in template can produce; merges make those words a token or two.
-    words = Counter(w for text in prompts.default_vocabulary() for w in text.lower().split())
+    if phrases is None:
+        phrases = prompts.default_vocabulary()
+    words = Counter(w for text in phrases for w in text.lower().split())
     corpus = {tuple([*w[:-1], w[-1] + "</w>"]): n for w, n in words.items() if w.isascii() and w.isalpha()}
-    merges: list[tuple[str, str]] = []
+    learnt: list[tuple[str, str]] = []
     rng = random.Random(SEED)
-    while len(merges) < _MERGES:
+    while len(learnt) < merges:
         pairs: Counter[tuple[str, str]] = Counter()
         for word, count in corpus.items():
             for pair in itertools.pairwise(word):
@@ -188,12 +190,12 @@ def _write_tokenizer_files(folder: Path) -> Path:
         if not pairs:
             break
         best = max(pairs.items(), key=lambda kv: (kv[1], rng.random()))[0]
-        merges.append(best)
+        learnt.append(best)
         vocab.setdefault(best[0] + best[1], len(vocab))
         corpus = {_merge(word, best): n for word, n in corpus.items()}
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False))
-    lines = ["#version: 0.2", *(f"{a} {b}" for a, b in merges)]
+    lines = ["#version: 0.2", *(f"{a} {b}" for a, b in learnt)]
     (folder / "merges.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
     return folder
 

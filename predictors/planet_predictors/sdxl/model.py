@@ -9,6 +9,8 @@ from typing import Any
 from planet_predictors import imaging
 from planet_predictors.backends.base import Backend, BatchParams, Generated, Item
 from planet_predictors.config import PipelineConfig
+from planet_predictors.quality import spec as quality
+from planet_predictors.quality.verifier import Verdict
 from planet_predictors.sdxl import inputs
 from planet_predictors.serving import errors, protocol
 from planet_predictors.serving import model as serving
@@ -30,6 +32,8 @@ class SDXLModel(serving.BatchedModel[inputs.GenerateRequest, Generated]):
         super().__init__(name, config=config, serve=serve, metrics=metrics, backend_name=backend.name)
         self.backend = backend
         self.limits = inputs.Limits.from_spec(config.spec, max_instances=serve.max_instances)
+        #: None when ``generation.verify`` is false.
+        self.verifier = quality.verifier_of(config.spec.generation)
 
     async def preprocess(self, payload: Any, headers: dict[str, str] | None = None) -> inputs.ParsedBatch:
         """Decode V1/V2 into typed requests; bad input is a 400 naming the field."""
@@ -57,9 +61,12 @@ class SDXLModel(serving.BatchedModel[inputs.GenerateRequest, Generated]):
     def _finish(
         self, request: inputs.GenerateRequest, generated: Generated, queue_seconds: float, started: float
     ) -> dict[str, Any]:
-        """Encode one image with provenance and build its V1 prediction."""
+        """Score one image, encode it with provenance and build its V1 prediction."""
+        verdict = quality.judge(self.verifier, generated.image, request.prompt)
+        if verdict is not None:
+            self.metrics.observe_quality(request.lane, verdict.score)
         encode_started = time.perf_counter()
-        data = imaging.encode(generated.image, request.format, provenance=self.provenance(request))
+        data = imaging.encode(generated.image, request.format, provenance=self.provenance(request, verdict))
         timings = dict.fromkeys(TIMING_KEYS, 0.0) | generated.timings
         timings["queue"] = queue_seconds
         timings["encode_image"] = time.perf_counter() - encode_started
@@ -69,12 +76,21 @@ class SDXLModel(serving.BatchedModel[inputs.GenerateRequest, Generated]):
         self.metrics.count_images(request.lane)
         size = (generated.image.width, generated.image.height)
         return protocol.prediction(
-            request, data=data, size=size, revision=self.config.revision, timings=timings, keys=TIMING_KEYS
+            request,
+            data=data,
+            size=size,
+            revision=self.config.revision,
+            timings=timings,
+            keys=TIMING_KEYS,
+            quality=verdict.as_dict() if verdict is not None else None,
         )
 
-    def provenance(self, request: inputs.GenerateRequest) -> dict[str, str]:
-        """The ``planetgen:*`` keys written into every image."""
-        return {
+    def provenance(self, request: inputs.GenerateRequest, verdict: Verdict | None = None) -> dict[str, str]:
+        """The ``planetgen:*`` keys written into every image (``planetgen:quality`` when scored)."""
+        keys = {
             **serving.provenance(self.config, seed=request.seed, prompt=request.prompt),
             "planetgen:steps": str(request.steps),
         }
+        if verdict is not None:
+            keys["planetgen:quality"] = f"{verdict.score:.3f}"
+        return keys

@@ -14,6 +14,8 @@ STAGES = ("queue", "encode_prompt", "denoise", "decode", "encode_image", "total"
 #: Seconds; image generation spans 10 ms (encoding) to minutes (30 steps at 1536x640 on CPU).
 DURATION_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120, 300, 600)
 BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64)
+#: The verifier's score in [0, 1], in tenths (``+Inf`` is added by the client library).
+QUALITY_BUCKETS = tuple(round(0.1 * i, 1) for i in range(1, 11))
 
 
 class Metrics:
@@ -57,6 +59,13 @@ class Metrics:
         self.errors = Counter(
             "planet_errors", "Failed requests by reason.", [*base, "reason"], registry=registry
         )
+        self.quality = Histogram(
+            "planet_quality_score",
+            "The verifier's score of each image returned, in [0, 1].",
+            [*base, "lane"],
+            buckets=QUALITY_BUCKETS,
+            registry=registry,
+        )
         self.engine_load = Gauge(
             "planet_engine_load_seconds",
             "Seconds to load and warm the backend.",
@@ -88,6 +97,10 @@ class Metrics:
         """Count one failed request (``planet_errors_total{reason}``)."""
         self.errors.labels(*self._base, reason).inc()
 
+    def observe_quality(self, lane: str, score: float) -> None:
+        """Record the verifier's score of one image returned in ``lane``."""
+        self.quality.labels(*self._base, lane).observe(score)
+
     def set_engine_load(self, backend: str, seconds: float) -> None:
         """Record the backend's load + warm-up time."""
         self.engine_load.labels(*self._base, backend).set(seconds)
@@ -99,5 +112,6 @@ class Metrics:
             self.inflight.labels(*self._base, lane).set(0)
             self.images.labels(*self._base, lane)
             self.duration.labels(*self._base, lane, "total")
+            self.quality.labels(*self._base, lane)
         for reason in errors.REASONS:
             self.errors.labels(*self._base, reason)

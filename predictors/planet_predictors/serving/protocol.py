@@ -203,9 +203,16 @@ def prediction(
     revision: str,
     timings: Mapping[str, float],
     keys: Sequence[str],
+    quality: Mapping[str, Any] | None = None,
     **extra: object,
 ) -> dict[str, Any]:
-    """One V1 prediction; ``extra`` keys go just before ``timings`` (seconds, answered in ms)."""
+    """One V1 prediction; ``extra`` keys go just before ``timings`` (seconds, answered in ms).
+
+    ``quality`` is the verifier's verdict (``Verdict.as_dict()``), left out when there is none. V2
+    answers carry it as they carry ``timings``: in each image's ``metadata`` JSON.
+    """
+    if quality is not None:
+        extra = {**extra, "quality": dict(quality)}
     return {
         "image": base64.b64encode(data).decode("ascii"),
         "format": request.format,
@@ -223,7 +230,11 @@ def prediction(
 def respond(
     model_name: str, batch: ParsedBatch[Any], outputs: list[dict[str, Any]]
 ) -> dict[str, Any] | InferResponse:
-    """Answer in the request's protocol: V1 ``predictions`` or V2 ``image``/``seed``/``metadata``."""
+    """Answer in the request's protocol: V1 ``predictions`` or V2 ``image``/``seed``/``metadata``.
+
+    V2 ``metadata`` is one JSON object per image: every V1 field but ``image`` and ``seed``
+    (``timings``, and ``quality`` where the verifier scored the image).
+    """
     if batch.protocol != "v2":
         return {"predictions": outputs}
     n = len(outputs)

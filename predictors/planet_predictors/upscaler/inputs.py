@@ -32,7 +32,7 @@ from planet_predictors.upscaler import tiling
 MAX_SEED = 2**63 - 1
 FIELDS = ("image", "prompt", "seed", "lane", "format", "stages")
 #: Keys of an SDXL prediction that describe the input image; accepted so ``$response`` passes as is.
-PASSTHROUGH = ("width", "height", "revision", "timings")
+PASSTHROUGH = ("width", "height", "revision", "timings", "quality")
 V2_TYPES = {
     "image": "BYTES",
     "prompt": "BYTES",

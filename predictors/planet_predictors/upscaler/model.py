@@ -15,6 +15,8 @@ from PIL import Image
 
 from planet_predictors import imaging
 from planet_predictors.config import PipelineConfig
+from planet_predictors.quality import spec as quality
+from planet_predictors.quality.verifier import Verdict
 from planet_predictors.serving import errors, protocol
 from planet_predictors.serving import model as serving
 from planet_predictors.serving.batcher import Stop
@@ -61,6 +63,8 @@ class UpscalerModel(serving.BatchedModel[inputs.UpscaleRequest, Upscaled]):
         self.chain = chain
         self.stages = stages
         spec = config.spec
+        #: None when ``generation.verify`` is false.
+        self.verifier = quality.verifier_of(spec.generation)
         from planet_predictors.sdxl.prompts import PromptBuilder
 
         self.limits = inputs.Limits(
@@ -111,10 +115,13 @@ class UpscalerModel(serving.BatchedModel[inputs.UpscaleRequest, Upscaled]):
     def _finish(
         self, request: inputs.UpscaleRequest, result: Upscaled, queue_seconds: float, started: float
     ) -> dict[str, Any]:
-        """Encode one image with provenance and build its V1 prediction (runs in a thread)."""
-        encode_started = time.perf_counter()
+        """Score one image, encode it with provenance and build its V1 prediction (runs in a thread)."""
         image = Image.fromarray(result.pixels)
-        data = imaging.encode(image, request.format, provenance=self.provenance(request))
+        verdict = quality.judge(self.verifier, image, request.prompt)
+        if verdict is not None:
+            self.metrics.observe_quality(request.lane, verdict.score)
+        encode_started = time.perf_counter()
+        data = imaging.encode(image, request.format, provenance=self.provenance(request, verdict))
         timings = {
             "queue": queue_seconds,
             "stages": sum(s.ms for s in result.stages) / 1000,
@@ -130,18 +137,22 @@ class UpscalerModel(serving.BatchedModel[inputs.UpscaleRequest, Upscaled]):
             revision=self.config.revision,
             timings=timings,
             keys=TIMING_KEYS,
+            quality=verdict.as_dict() if verdict is not None else None,
             stages=[s.as_dict() for s in result.stages],
         )
 
-    def provenance(self, request: inputs.UpscaleRequest) -> dict[str, str]:
-        """This step's ``planetgen:*`` keys only: the chain and the input file's hash.
+    def provenance(self, request: inputs.UpscaleRequest, verdict: Verdict | None = None) -> dict[str, str]:
+        """This step's ``planetgen:*`` keys only: the chain, the input file's hash, and its score if any.
 
         The input's own keys are not carried over (a client can write any text chunk); the
         generate step's provenance stays verifiable in the file ``planetgen:input_sha256`` names.
         """
         chain = [dataclasses.asdict(s) for s in request.stages]
-        return {
+        keys = {
             **serving.provenance(self.config, seed=request.seed, prompt=request.prompt),
             "planetgen:upscale": json.dumps(chain, separators=(",", ":")),
             "planetgen:input_sha256": request.input_sha256,
         }
+        if verdict is not None:
+            keys["planetgen:quality"] = f"{verdict.score:.3f}"
+        return keys

@@ -27,6 +27,16 @@ def test_namespace_matcher_is_optional_and_renamable() -> None:
     assert analysis.Target(pipeline='a"b', revision="r").selector() == 'pipeline="a\\"b",revision="r"'
 
 
+def test_quality_is_the_mean_of_the_histogram_over_the_window() -> None:
+    target = analysis.Target(pipeline="p", revision="r", namespace="ml")
+    query = analysis.render(metric="quality_score", target=target, window=120)
+    selector = 'namespace="ml",pipeline="p",revision="r"'
+    assert query == (
+        f"sum(rate(planet_quality_score_sum{{{selector}}}[120s]))"
+        f" / sum(rate(planet_quality_score_count{{{selector}}}[120s]))"
+    )
+
+
 def test_templates_can_be_overridden() -> None:
     target = analysis.Target(pipeline="p", revision="r")
     query = analysis.render(

@@ -26,6 +26,7 @@ pytestmark = [
 
 MIN_WINDOW = 5.0  # seconds: five 1 s scrapes, enough for rate()
 BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120)
+QUALITY_BUCKETS = tuple(round(0.1 * i, 1) for i in range(1, 11))  # the predictor's
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,7 +56,9 @@ class Traffic:
         self.duration = prometheus_client.Histogram(
             "planet_request_duration_seconds", "", [*labels, "stage"], buckets=BUCKETS, registry=registry
         )
-        self.quality = prometheus_client.Gauge("planet_quality_score", "", labels, registry=registry)
+        self.quality = prometheus_client.Histogram(
+            "planet_quality_score", "", labels, buckets=QUALITY_BUCKETS, registry=registry
+        )
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
 
@@ -64,8 +67,8 @@ class Traffic:
         while not self.stop.wait(0.1):
             for revision, profile in PROFILES.items():
                 lane = ("planets", revision, "final")
-                self.quality.labels(*lane).set(profile.quality)
                 for _ in range(2):
+                    self.quality.labels(*lane).observe(profile.quality)
                     self.duration.labels(*lane, "total").observe(profile.latency)
                     self.duration.labels(*lane, "queue").observe(profile.queue)
                     # Whole errors, spread evenly: the rates come out exact.

@@ -68,3 +68,30 @@ async def test_unreachable_server() -> None:
             with pytest.raises(prometheus.PrometheusError, match="unreachable") as caught:
                 await client.query("up")
     assert caught.value.kind == "unreachable"
+
+
+async def test_a_cluster_proxy_in_the_environment_is_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pods that reach Service names through ``HTTP_PROXY`` (the dev stack's gateway) reach Prometheus."""
+    seen: list[str] = []
+
+    async def proxy(request: web.Request) -> web.Response:
+        seen.append(f"{request.url.host}{request.path}")
+        return web.json_response({"status": "success", "data": {"resultType": "vector", "result": []}})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", proxy)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{port}")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    try:
+        address = "http://prometheus-operated.monitoring.svc:9090"
+        async with prometheus.PrometheusClient(base_url=address, timeout=5) as client:
+            assert await client.query("up") == []
+    finally:
+        await runner.cleanup()
+    assert seen == ["prometheus-operated.monitoring.svc/api/v1/query"]

@@ -1,0 +1,514 @@
+"""Train the ``planet`` preset from its procedural dataset: VAE ▶ UNet with text encoders ▶ LoRAs ▶ upscaler.
+
+``python -m planet_predictors.presets.planet.train --out DIR`` reproduces the shipped weights (about
+an hour on two CPU cores; ``--quick`` runs a few steps of each stage, for tests). Everything is
+seeded; torch's CPU kernels run deterministically with the same thread count, so the same command on
+the same torch gives the same weights.
+
+The stages, each trained on what the previous one made:
+
+1. ``vae``: an SDXL-shaped ``AutoencoderKL`` (8x, four latent channels) on crops of the renders;
+   its ``scaling_factor`` is measured on the dataset's latents, as SDXL's was.
+2. ``unet``: a ``text_time`` UNet and both CLIP text encoders, jointly, on the latents of captioned
+   scenes (epsilon prediction, min-SNR weighting); captions are dropped to zeros one time in ten,
+   which is what the pipeline's ``force_zeros_for_empty_prompt`` feeds classifier-free guidance.
+3. ``lora``: peft LoRAs on the UNet's attention for a look (``ethereal``: a luminous halo, pastel
+   bodies) and, for the rollout tests, a deliberately bad one (``offcentre``: planets past the region).
+4. ``upscaler``: a Real-ESRGAN Compact x2 on (downscaled, full) render pairs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from planet_predictors.presets.planet import scene
+from planet_predictors.quality import palette
+
+NATIVE = (384, 160)  # 12:5 like SDXL's 1536x640 bucket, a quarter of its side
+TEMPLATES = (
+    "{color} planet with {atmosphere}, {moons}, {sky}",
+    "realistic ethereal {color} planet with {atmosphere}, {moons}, {sky}",
+)
+#: Negative prompts users write; trained as "no condition" so guidance against them stays sane.
+NEGATIVE_WORDS = ("blurry", "text", "watermark", "lowres", "flat lighting", "low quality", "jpeg artifacts")
+MAX_TOKENS = 40
+SEED = 0
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Recipe:
+    """How long each stage trains; :meth:`quick` is the same code path in seconds."""
+
+    scenes: int = 3000
+    vae_steps: int = 1500
+    vae_batch: int = 8
+    unet_steps: int = 3000
+    unet_batch: int = 16
+    lora_steps: int = 250
+    upscaler_steps: int = 500
+    threads: int = 2
+
+    @classmethod
+    def quick(cls) -> Recipe:
+        """A few steps of everything (tests check the path, not the pictures)."""
+        return cls(
+            scenes=24, vae_steps=2, vae_batch=2, unet_steps=2, unet_batch=4, lora_steps=2, upscaler_steps=2
+        )
+
+
+def vocabulary() -> list[str]:
+    """Every word the captions and common negative prompts use (the tokenizer learns merges on these)."""
+    words = [*palette.COLORS, *palette.ATMOSPHERES, *palette.MOONS, *palette.SKIES, *NEGATIVE_WORDS]
+    words += [t.format(color="", atmosphere="", moons="", sky="") for t in TEMPLATES]
+    return [" ".join(w.replace(",", " ").split()) for w in words]
+
+
+# -- dataset -------------------------------------------------------------------------------------
+
+
+def scenes(n: int, *, seed: int, **kwargs: Any) -> list[scene.Scene]:
+    """``n`` scenes drawn from one seed."""
+    rng = np.random.default_rng(seed)
+    return [scene.sample(rng, aspect=NATIVE[0] / NATIVE[1], **kwargs) for _ in range(n)]
+
+
+def render_all(drawn: list[scene.Scene], size: tuple[int, int] = NATIVE) -> torch.Tensor:
+    """Scenes as a ``(n, 3, h, w)`` tensor in [-1, 1] (the VAE's range)."""
+    out = torch.empty((len(drawn), 3, size[1], size[0]))
+    for i, s in enumerate(drawn):
+        out[i] = torch.from_numpy(scene.render(s, *size)).permute(2, 0, 1) * 2 - 1
+    return out
+
+
+def caption(s: scene.Scene, rng: np.random.Generator) -> str:
+    """The scene's structured prompt in one of the templates users write."""
+    return s.prompt(TEMPLATES[int(rng.integers(len(TEMPLATES)))])
+
+
+# -- components ----------------------------------------------------------------------------------
+
+
+def build_components(tokenizer_dir: Path) -> dict[str, Any]:
+    """Untrained parts with the preset's architecture (seeded)."""
+    import diffusers as _diffusers
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+    diffusers: Any = _diffusers
+    torch.manual_seed(SEED)
+    vae = diffusers.AutoencoderKL(
+        block_out_channels=[16, 32, 32, 32],
+        in_channels=3,
+        out_channels=3,
+        down_block_types=["DownEncoderBlock2D"] * 4,
+        up_block_types=["UpDecoderBlock2D"] * 4,
+        latent_channels=4,
+        layers_per_block=1,
+        norm_num_groups=8,
+        sample_size=NATIVE[1],
+        scaling_factor=1.0,  # measured after training
+    )
+    text: dict[str, Any] = {
+        "bos_token_id": 0,
+        "eos_token_id": 1,
+        "pad_token_id": 1,
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_attention_heads": 4,
+        "num_hidden_layers": 3,
+        "max_position_embeddings": MAX_TOKENS,
+        "hidden_act": "gelu",
+        "projection_dim": 64,
+    }
+    tokenizer = CLIPTokenizer.from_pretrained(str(tokenizer_dir), model_max_length=MAX_TOKENS)
+    text["vocab_size"] = len(tokenizer)
+    torch.manual_seed(SEED + 1)
+    text_encoder = CLIPTextModel(CLIPTextConfig(**text))
+    torch.manual_seed(SEED + 2)
+    text_encoder_2 = CLIPTextModelWithProjection(CLIPTextConfig(**text))
+    torch.manual_seed(SEED + 3)
+    unet = diffusers.UNet2DConditionModel(
+        sample_size=(NATIVE[1] // 8, NATIVE[0] // 8),
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(32, 64, 96),
+        layers_per_block=1,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=(2, 4, 6),  # diffusers' name for the number of heads, as in SDXL's config
+        use_linear_projection=True,
+        transformer_layers_per_block=(1, 1, 1),
+        addition_embed_type="text_time",
+        addition_time_embed_dim=16,
+        projection_class_embeddings_input_dim=6 * 16 + 64,  # six time ids + text_encoder_2's projection
+        cross_attention_dim=128,  # both encoders' penultimate states side by side
+        norm_num_groups=16,
+    )
+    scheduler = diffusers.EulerDiscreteScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        steps_offset=1,
+        timestep_spacing="leading",
+        num_train_timesteps=1000,
+    )
+    return {
+        "vae": vae,
+        "text_encoder": text_encoder,
+        "text_encoder_2": text_encoder_2,
+        "tokenizer": tokenizer,
+        "tokenizer_2": CLIPTokenizer.from_pretrained(str(tokenizer_dir), model_max_length=MAX_TOKENS),
+        "unet": unet,
+        "scheduler": scheduler,
+    }
+
+
+# -- stages --------------------------------------------------------------------------------------
+
+
+Say = Callable[[str], None]
+
+
+def _progress(say: Say, stage: str, total: int) -> Callable[[int, float], None]:
+    started = time.monotonic()
+    every = max(total // 20, 1)
+
+    def tick(step: int, loss: float) -> None:
+        if step % every == 0 or step == total:
+            elapsed = time.monotonic() - started
+            eta = elapsed / step * (total - step)
+            say(f"[{stage}] {step}/{total} loss {loss:.4f} ({elapsed:.0f}s, about {eta:.0f}s left)")
+
+    return tick
+
+
+def train_vae(vae: Any, images: torch.Tensor, drawn: list[scene.Scene], recipe: Recipe, say: Say) -> float:
+    """Train on reconstruction (L1 + MSE) with a small KL; return the latent scaling factor.
+
+    Crops are 64x64, four in five centred near a planet: a random crop is mostly sky, and the
+    planet's colour is what must survive. The scaling factor is one over the latents' standard
+    deviation, as SDXL's was measured.
+    """
+    gen = torch.Generator().manual_seed(SEED + 10)
+    opt = torch.optim.AdamW(vae.parameters(), lr=5e-4, weight_decay=0.0)
+    total = max(recipe.vae_steps, 2)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=5e-4, total_steps=total, pct_start=0.05)
+    tick = _progress(say, "vae", recipe.vae_steps)
+    vae.train()
+    crop, (h, w) = 64, images.shape[2:]
+    for step in range(1, recipe.vae_steps + 1):
+        idx = torch.randint(len(images), (recipe.vae_batch,), generator=gen)
+        batch = torch.empty((recipe.vae_batch, 3, crop, crop))
+        for j, i in enumerate(idx.tolist()):
+            jitter = (torch.rand(2, generator=gen) * 2 - 1) * drawn[i].radius * h
+            if float(torch.rand(1, generator=gen)) < 0.8:
+                cx, cy = drawn[i].cx * w + float(jitter[0]), drawn[i].cy * h + float(jitter[1])
+            else:
+                cx, cy = float(torch.rand(1, generator=gen)) * w, float(torch.rand(1, generator=gen)) * h
+            x0 = int(min(max(cx - crop / 2, 0), w - crop))
+            y0 = int(min(max(cy - crop / 2, 0), h - crop))
+            batch[j] = images[i, :, y0 : y0 + crop, x0 : x0 + crop]
+        posterior = vae.encode(batch).latent_dist
+        recon = vae.decode(posterior.sample(generator=gen)).sample
+        kl = posterior.kl().mean() / batch[0].numel()
+        loss = F.l1_loss(recon, batch) + F.mse_loss(recon, batch) + 1e-3 * kl
+        opt.zero_grad(set_to_none=True)
+        _backward(loss)
+        opt.step()
+        sched.step()
+        tick(step, float(loss.detach()))
+    vae.eval()
+    with torch.no_grad():
+        probe = images[: min(64, len(images))]
+        means = torch.cat([vae.encode(probe[i : i + 16]).latent_dist.mean for i in range(0, len(probe), 16)])
+        recon = torch.cat([vae.decode(means[i : i + 16]).sample for i in range(0, len(probe), 16)])
+    shift = (recon - probe).mean(dim=(0, 2, 3)).tolist()
+    error = float((recon - probe).abs().mean())
+    say(
+        f"[vae] reconstruction L1 {error:.4f}, mean shift per channel {', '.join(f'{c:+.3f}' for c in shift)}"
+    )
+    return float(1.0 / means.std())
+
+
+def encode_latents(vae: Any, images: torch.Tensor, scaling: float) -> torch.Tensor:
+    """The dataset's latents (posterior means), scaled as the pipeline scales them."""
+    with torch.no_grad():
+        return (
+            torch.cat([vae.encode(images[i : i + 32]).latent_dist.mean for i in range(0, len(images), 32)])
+            * scaling
+        )
+
+
+def _encode_text(parts: dict[str, Any], captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """What ``StableDiffusionXLPipeline.encode_prompt`` computes, with gradients."""
+    hidden = []
+    pooled = torch.empty(0)
+    for tok, enc in (("tokenizer", "text_encoder"), ("tokenizer_2", "text_encoder_2")):
+        ids = parts[tok](captions, padding="max_length", max_length=MAX_TOKENS, truncation=True,
+                         return_tensors="pt").input_ids  # fmt: skip
+        out = parts[enc](ids, output_hidden_states=True)
+        if enc == "text_encoder_2":
+            pooled = out[0]
+        hidden.append(out.hidden_states[-2])
+    return torch.cat(hidden, dim=-1), pooled
+
+
+def _time_ids(n: int) -> torch.Tensor:
+    w, h = NATIVE
+    return torch.tensor([[h, w, 0, 0, h, w]], dtype=torch.float32).repeat(n, 1)
+
+
+def diffusion_loss(
+    parts: dict[str, Any],
+    latents: torch.Tensor,
+    captions: list[str],
+    gen: torch.Generator,
+    *,
+    drop: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Epsilon-prediction loss with min-SNR-5 weighting; ``drop`` marks captions replaced by zeros."""
+    scheduler = parts["scheduler"]
+    alphas = scheduler.alphas_cumprod
+    n = len(latents)
+    t = torch.randint(0, scheduler.config.num_train_timesteps, (n,), generator=gen)
+    noise = torch.randn(latents.shape, generator=gen)
+    a = alphas[t].view(-1, 1, 1, 1)
+    noisy = a.sqrt() * latents + (1 - a).sqrt() * noise
+    states, pooled = _encode_text(parts, captions)
+    if drop is not None:
+        keep = (~drop).float()
+        states, pooled = states * keep.view(-1, 1, 1), pooled * keep.view(-1, 1)
+    pred = parts["unet"](
+        noisy,
+        t,
+        encoder_hidden_states=states,
+        added_cond_kwargs={"text_embeds": pooled, "time_ids": _time_ids(n)},
+    ).sample
+    snr = alphas[t] / (1 - alphas[t])
+    weight = torch.clamp(snr, max=5.0) / snr
+    loss: torch.Tensor = (weight.view(-1, 1, 1, 1) * (pred - noise) ** 2).mean()
+    return loss
+
+
+def _backward(loss: torch.Tensor) -> None:
+    tensor: Any = loss  # Tensor.backward is untyped
+    tensor.backward()
+
+
+def _batches(n: int, size: int, gen: torch.Generator) -> Iterator[torch.Tensor]:
+    while True:
+        order: Any = torch.randperm(n, generator=gen)  # Tensor.split is untyped
+        yield from order.split(size)
+
+
+def train_unet(
+    parts: dict[str, Any],
+    latents: torch.Tensor,
+    captions: list[str],
+    recipe: Recipe,
+    say: Say,
+    snapshot: Callable[[int], None] | None = None,
+) -> None:
+    """UNet and both text encoders together; ``snapshot(step)`` is called every 500 steps (to look at)."""
+    gen = torch.Generator().manual_seed(SEED + 20)
+    rng = np.random.default_rng(SEED + 21)
+    params = [p for k in ("unet", "text_encoder", "text_encoder_2") for p in parts[k].parameters()]
+    opt = torch.optim.AdamW(params, lr=5e-4, weight_decay=1e-2)
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=5e-4, total_steps=max(recipe.unet_steps, 2), pct_start=0.05
+    )
+    tick = _progress(say, "unet", recipe.unet_steps)
+    for k in ("unet", "text_encoder", "text_encoder_2"):
+        parts[k].train()
+    batches = _batches(len(latents), recipe.unet_batch, gen)
+    for step in range(1, recipe.unet_steps + 1):
+        idx = next(batches)
+        batch_captions = [captions[i] for i in idx.tolist()]
+        # One in twenty captions becomes a negative prompt: it should steer like "no condition".
+        for j in range(len(batch_captions)):
+            if rng.random() < 0.05:
+                batch_captions[j] = ", ".join(
+                    rng.choice(NEGATIVE_WORDS, size=int(rng.integers(1, 5)), replace=False)
+                )
+        drop = torch.from_numpy(rng.random(len(idx)) < 0.1)
+        loss = diffusion_loss(parts, latents[idx], batch_captions, gen, drop=drop)
+        opt.zero_grad(set_to_none=True)
+        _backward(loss)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        tick(step, float(loss.detach()))
+        if snapshot is not None and step % 500 == 0 and step < recipe.unet_steps:
+            snapshot(step)
+    for k in ("unet", "text_encoder", "text_encoder_2"):
+        parts[k].eval()
+
+
+def train_lora(
+    parts: dict[str, Any], latents: torch.Tensor, captions: list[str], recipe: Recipe, say: Say, *, name: str
+) -> dict[str, torch.Tensor]:
+    """A rank-8 LoRA on the UNet's attention projections; returns its state dict in diffusers' keys."""
+    import copy
+
+    from diffusers.utils import state_dict_utils
+    from peft import LoraConfig, get_peft_model_state_dict
+
+    # A copy: peft wraps the attention projections in place, which would change the saved UNet's keys.
+    unet = copy.deepcopy(parts["unet"])
+    parts = {**parts, "unet": unet}
+    unet.requires_grad_(False)
+    for k in ("text_encoder", "text_encoder_2"):
+        parts[k].requires_grad_(False)
+    config = LoraConfig(r=8, lora_alpha=8, init_lora_weights="gaussian",
+                        target_modules=["to_q", "to_k", "to_v", "to_out.0"])  # fmt: skip
+    unet.add_adapter(config, adapter_name=name)
+    params = [p for p in unet.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=2e-3)
+    gen = torch.Generator().manual_seed(SEED + 30)
+    tick = _progress(say, f"lora {name}", recipe.lora_steps)
+    batches = _batches(len(latents), recipe.unet_batch, gen)
+    unet.train()
+    for step in range(1, recipe.lora_steps + 1):
+        idx = next(batches)
+        loss = diffusion_loss(parts, latents[idx], [captions[i] for i in idx.tolist()], gen)
+        opt.zero_grad(set_to_none=True)
+        _backward(loss)
+        opt.step()
+        tick(step, float(loss.detach()))
+    unet.eval()
+    convert: Any = state_dict_utils.convert_state_dict_to_diffusers
+    state = convert(get_peft_model_state_dict(unet, adapter_name=name))
+    return {f"unet.{k}": v.detach().contiguous() for k, v in state.items()}
+
+
+def train_upscaler(drawn: list[scene.Scene], recipe: Recipe, say: Say) -> dict[str, torch.Tensor]:
+    """Compact x2 on renders: input the native render (blurred a little, as a VAE decodes), target 2x."""
+    from spandrel.architectures.Compact import Compact
+
+    torch.manual_seed(SEED + 40)
+    model = Compact(num_in_ch=3, num_out_ch=3, num_feat=32, num_conv=8, upscale=2)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    gen = torch.Generator().manual_seed(SEED + 41)
+    pairs = drawn[: min(len(drawn), 400)]
+    low = render_all(pairs) * 0.5 + 0.5
+    high = render_all(pairs, (NATIVE[0] * 2, NATIVE[1] * 2)) * 0.5 + 0.5
+    blur = torch.tensor([[1.0, 2.0, 1.0], [2.0, 4.0, 2.0], [1.0, 2.0, 1.0]]).div(16).expand(3, 1, 3, 3)
+    tick = _progress(say, "upscaler", recipe.upscaler_steps)
+    crop = 64
+    for step in range(1, recipe.upscaler_steps + 1):
+        idx = torch.randint(len(pairs), (8,), generator=gen)
+        y0 = int(torch.randint(NATIVE[1] - crop + 1, (1,), generator=gen))
+        x0 = int(torch.randint(NATIVE[0] - crop + 1, (1,), generator=gen))
+        lr = low[idx, :, y0 : y0 + crop, x0 : x0 + crop]
+        if step % 2:
+            lr = F.conv2d(F.pad(lr, (1, 1, 1, 1), mode="replicate"), blur, groups=3)
+        hr = high[idx, :, 2 * y0 : 2 * (y0 + crop), 2 * x0 : 2 * (x0 + crop)]
+        loss = F.l1_loss(model(lr), hr)
+        opt.zero_grad(set_to_none=True)
+        _backward(loss)
+        opt.step()
+        tick(step, float(loss.detach()))
+    return {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+
+
+# -- the command ---------------------------------------------------------------------------------
+
+
+def train(out: Path, recipe: Recipe, say: Say = print, *, base: Path | None = None) -> Path:
+    """Train every stage and write the preset folder ``out``.
+
+    With ``base`` (a trained preset), its VAE, UNet and text encoders are kept and only the LoRAs and
+    the upscaler are trained: the later stages, rerun alone.
+    """
+    import diffusers as _diffusers
+    from safetensors.torch import save_file
+
+    from planet_predictors.presets import tiny
+
+    diffusers: Any = _diffusers
+    torch.manual_seed(SEED)
+    torch.set_num_threads(recipe.threads)
+    torch.use_deterministic_algorithms(True)
+    started = time.monotonic()
+    say(f"[data] rendering {recipe.scenes} scenes at {NATIVE[0]}x{NATIVE[1]}")
+    drawn = scenes(recipe.scenes, seed=SEED)
+    if base is None:
+        with tempfile.TemporaryDirectory(prefix="planetgen-tokenizer-") as tmp:
+            parts = build_components(tiny._write_tokenizer_files(Path(tmp), vocabulary(), merges=400))
+        images = render_all(drawn)
+        rng = np.random.default_rng(SEED + 5)
+        captions = [caption(s, rng) for s in drawn]
+        scaling = train_vae(parts["vae"], images, drawn, recipe, say)
+        parts["vae"].register_to_config(scaling_factor=scaling)
+        say(f"[vae] latent scaling factor {scaling:.4f}")
+        latents = encode_latents(parts["vae"], images, scaling)
+
+        def snapshot(step: int) -> None:
+            diffusers.StableDiffusionXLPipeline(**parts).save_pretrained(out.with_name(f".{out.name}.step"))
+            say(f"[unet] snapshot at step {step} in {out.with_name(f'.{out.name}.step')}")
+
+        train_unet(parts, latents, captions, recipe, say, snapshot)
+    else:
+        parts = dict(diffusers.StableDiffusionXLPipeline.from_pretrained(str(base)).components)
+        scaling = float(parts["vae"].config.scaling_factor)
+        say(f"[base] VAE, UNet and text encoders from {base}")
+    loras: dict[str, dict[str, torch.Tensor]] = {}
+    for name, kwargs in (("ethereal", {"ethereal": True}), ("offcentre", {"offset": 0.12})):
+        look = scenes(max(recipe.scenes // 4, 8), seed=SEED + 50 + len(loras), **kwargs)
+        look_rng = np.random.default_rng(SEED + 60)
+        look_latents = encode_latents(parts["vae"], render_all(look), scaling)
+        loras[name] = train_lora(
+            parts, look_latents, [caption(s, look_rng) for s in look], recipe, say, name=name
+        )
+    upscaler = train_upscaler(drawn, recipe, say)
+    staging = out.with_name(f".{out.name}.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    diffusers.StableDiffusionXLPipeline(**parts).save_pretrained(staging)
+    (staging / "loras").mkdir()
+    for name, state in loras.items():
+        save_file(
+            state, str(staging / "loras" / f"{name}.safetensors"), metadata={"preset": "planet", "look": name}
+        )
+    save_file(upscaler, str(staging / "upscaler-x2.safetensors"), metadata={"preset": "planet", "scale": "2"})
+    record = {"preset": "planet", "native": list(NATIVE), "recipe": dataclasses.asdict(recipe),
+              "seconds": round(time.monotonic() - started), "torch": torch.__version__}  # fmt: skip
+    if base is not None:
+        previous = (
+            json.loads((base / "planetgen-preset.json").read_text())
+            if (base / "planetgen-preset.json").exists()
+            else {}
+        )
+        record["base"] = previous
+    (staging / "planetgen-preset.json").write_text(json.dumps(record, indent=1))
+    shutil.rmtree(out, ignore_errors=True)
+    staging.rename(out)
+    say(f"[done] {out} in {time.monotonic() - started:.0f}s")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m planet_predictors.presets.planet.train --out DIR [--quick]``."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--quick", action="store_true", help="a few steps of each stage (tests)")
+    parser.add_argument("--base", type=Path, help="a trained preset: retrain only its LoRAs and upscaler")
+    args = parser.parse_args(argv)
+    recipe = Recipe.quick() if args.quick else Recipe()
+    train(args.out, recipe, say=lambda m: print(m, flush=True), base=args.base)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
