@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
+from planet_predictors.sdxl import prompts
+
 #: Planet body colours (linear-ish sRGB in [0, 1]); every colour of the built-in and reference prompts.
 COLORS: dict[str, tuple[float, float, float]] = {
     "deep blue": (0.10, 0.26, 0.86),
@@ -39,26 +41,14 @@ MOONS: dict[str, int] = {
     "a shattered moon ring": RING,
 }
 
-ATMOSPHERES = (
-    "frosted cloudy zones",
-    "swirling storm bands",
-    "glowing auroras",
-    "thin hazy rings",
-    "crystalline ice fields",
-    "volcanic ash clouds",
-    "glowing magma cracks",
-    "thin icy haze",
-    "auroral rings",
-)
-SKIES = (
-    "distant stars dark sky",
-    "nebula sky",
-    "twin suns",
-    "galaxy core backdrop",
-    "colorful nebula",
-    "binary sunrise",
-    "galactic core glow",
-)
+
+def _builtin(name: str) -> tuple[str, ...]:
+    return tuple(next(a.values for a in prompts.ETHEREAL_PLANETS.attributes if a.name == name))
+
+
+#: The built-in prompt's values, then the reference example's (the order the dataset draws from).
+ATMOSPHERES = (*_builtin("atmosphere"), "glowing magma cracks", "thin icy haze", "auroral rings")
+SKIES = (*_builtin("sky"), "colorful nebula", "binary sunrise", "galactic core glow")
 
 
 def find(prompt: str, phrases: Iterable[str]) -> str | None:
