@@ -19,7 +19,7 @@ from PIL import Image
 from planet_predictors import imaging
 
 SMALL = {"width": 128, "height": 56}  # 21:9-ish, multiples of 8
-BLOCKER = {"prompt": "blocker", "width": 512, "height": 224, "steps": 10, "seed": 0}
+BLOCKER = {"prompt": "blocker", "width": 512, "height": 224, "steps": 12, "seed": 0}
 
 
 def predict(server: Any, *instances: dict[str, Any], timeout: float = 60) -> httpx.Response:
@@ -41,7 +41,20 @@ def wait_until_running(server: Any, timeout: float = 30) -> None:
         time.sleep(0.05)
 
 
-def background(server: Any, instance: dict[str, Any]) -> tuple[threading.Thread, list[httpx.Response]]:
+def wait_idle(server: Any, timeout: float = 30) -> None:
+    """No request of an earlier test still running: its in-flight count would pass for the blocker's."""
+    deadline = time.monotonic() + timeout
+    while server.metric("planet_inflight_requests") > 0:
+        assert time.monotonic() < deadline, "an earlier request never finished"
+        time.sleep(0.05)
+
+
+def background(
+    server: Any, instance: dict[str, Any], *, idle: bool = True
+) -> tuple[threading.Thread, list[httpx.Response]]:
+    """``instance`` posted from a thread; first, unless ``idle`` is False, wait for an idle server."""
+    if idle:
+        wait_idle(server)
     out: list[httpx.Response] = []
     thread = threading.Thread(target=lambda: out.append(predict(server, instance)))
     thread.start()
@@ -191,7 +204,8 @@ def test_batching_shows_in_metrics(server: Any) -> None:
         return server.metric("planet_batch_size_count") - server.metric("planet_batch_size_bucket", le="1.0")
 
     before = big_batches()
-    threads = [background(server, {"prompt": f"p{i}", "seed": i, **SMALL}) for i in range(4)]
+    wait_idle(server)
+    threads = [background(server, {"prompt": f"p{i}", "seed": i, **SMALL}, idle=False) for i in range(4)]
     for thread, _ in threads:
         thread.join()
     assert all(out[0].status_code == 200 for _, out in threads)
@@ -273,7 +287,8 @@ def test_client_gone_is_dropped_before_the_model(server: Any) -> None:
     thread, out = background(server, BLOCKER)
     wait_until_running(server)
     with pytest.raises(httpx.ReadTimeout):
-        predict(server, {"prompt": "impatient", **SMALL}, timeout=0.5)
+        # Well under the blocker's time (about 0.45 s on two idle cores): the request is still queued.
+        predict(server, {"prompt": "impatient", **SMALL}, timeout=0.15)
     thread.join()
     assert out[0].status_code == 200
     deadline = time.monotonic() + 10

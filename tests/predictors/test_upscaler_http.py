@@ -56,6 +56,7 @@ def test_sdxl_response_is_accepted_as_the_request(server: Server) -> None:
                 "lane": "final",
                 "revision": "gen-r1",
                 "timings": {"queue_ms": 1.0, "total_ms": 2.0},
+                "quality": {"score": 0.9, "failed": [], "checks": {}},
             }
         ]
     }
@@ -78,6 +79,7 @@ def test_sdxl_response_is_accepted_as_the_request(server: Server) -> None:
         "planetgen:prompt_sha256",
         "planetgen:upscale",
         "planetgen:input_sha256",
+        "planetgen:quality",  # this server's verifier, not the input's
     }
     assert text["planetgen:model_hash"] == "cd" * 32
     assert text["planetgen:revision"] == "r1" and "img2img" in text["planetgen:upscale"]
