@@ -9,7 +9,6 @@ from typing import Any
 from planet_predictors import imaging
 from planet_predictors.backends.base import Backend, BatchParams, Generated, Item
 from planet_predictors.config import PipelineConfig
-from planet_predictors.quality import spec as quality
 from planet_predictors.quality.verifier import Verdict
 from planet_predictors.sdxl import inputs
 from planet_predictors.serving import errors, protocol
@@ -32,8 +31,6 @@ class SDXLModel(serving.BatchedModel[inputs.GenerateRequest, Generated]):
         super().__init__(name, config=config, serve=serve, metrics=metrics, backend_name=backend.name)
         self.backend = backend
         self.limits = inputs.Limits.from_spec(config.spec, max_instances=serve.max_instances)
-        #: None when ``generation.verify`` is false.
-        self.verifier = quality.verifier_of(config.spec.generation)
 
     async def preprocess(self, payload: Any, headers: dict[str, str] | None = None) -> inputs.ParsedBatch:
         """Decode V1/V2 into typed requests; bad input is a 400 naming the field."""
@@ -62,9 +59,7 @@ class SDXLModel(serving.BatchedModel[inputs.GenerateRequest, Generated]):
         self, request: inputs.GenerateRequest, generated: Generated, queue_seconds: float, started: float
     ) -> dict[str, Any]:
         """Score one image, encode it with provenance and build its V1 prediction."""
-        verdict = quality.judge(self.verifier, generated.image, request.prompt)
-        if verdict is not None:
-            self.metrics.observe_quality(request.lane, verdict.score)
+        verdict = self.score(generated.image, request.prompt, request.lane)
         encode_started = time.perf_counter()
         data = imaging.encode(generated.image, request.format, provenance=self.provenance(request, verdict))
         timings = dict.fromkeys(TIMING_KEYS, 0.0) | generated.timings

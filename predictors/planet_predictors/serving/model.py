@@ -22,6 +22,8 @@ import kserve
 from kserve.protocol.infer_type import InferResponse
 
 from planet_predictors.config import PipelineConfig
+from planet_predictors.quality import spec as quality
+from planet_predictors.quality.verifier import Verdict
 from planet_predictors.serving import errors, http, protocol
 from planet_predictors.serving.batcher import Batcher, LaneConfig, Result, Stop, device_executor
 from planet_predictors.serving.metrics import Metrics
@@ -73,10 +75,19 @@ class BatchedModel(kserve.Model, Generic[Req, Out]):  # type: ignore[misc]  # ks
         self.serve = serve
         self.metrics = metrics
         self.backend_name = backend_name
+        #: None when ``generation.verify`` is false.
+        self.verifier = quality.verifier_of(config.spec.generation)
         self.batcher: Batcher[Req, Out] | None = None
         self._load_lock = threading.Lock()
         # Load, warm-up and every batch share these threads (see load).
         self._device = device_executor(serve.device_concurrency)
+
+    def score(self, image: Any, prompt: str, lane: str) -> Verdict | None:
+        """The verifier's verdict on a finished image, recorded in ``planet_quality_score``."""
+        verdict = quality.judge(self.verifier, image, prompt)
+        if verdict is not None:
+            self.metrics.observe_quality(lane, verdict.score)
+        return verdict
 
     # -- the predictor's own steps --------------------------------------------------------------
 

@@ -15,7 +15,6 @@ from PIL import Image
 
 from planet_predictors import imaging
 from planet_predictors.config import PipelineConfig
-from planet_predictors.quality import spec as quality
 from planet_predictors.quality.verifier import Verdict
 from planet_predictors.serving import errors, protocol
 from planet_predictors.serving import model as serving
@@ -63,8 +62,6 @@ class UpscalerModel(serving.BatchedModel[inputs.UpscaleRequest, Upscaled]):
         self.chain = chain
         self.stages = stages
         spec = config.spec
-        #: None when ``generation.verify`` is false.
-        self.verifier = quality.verifier_of(spec.generation)
         from planet_predictors.sdxl.prompts import PromptBuilder
 
         self.limits = inputs.Limits(
@@ -117,9 +114,7 @@ class UpscalerModel(serving.BatchedModel[inputs.UpscaleRequest, Upscaled]):
     ) -> dict[str, Any]:
         """Score one image, encode it with provenance and build its V1 prediction (runs in a thread)."""
         image = Image.fromarray(result.pixels)
-        verdict = quality.judge(self.verifier, image, request.prompt)
-        if verdict is not None:
-            self.metrics.observe_quality(request.lane, verdict.score)
+        verdict = self.score(image, request.prompt, request.lane)
         encode_started = time.perf_counter()
         data = imaging.encode(image, request.format, provenance=self.provenance(request, verdict))
         timings = {
