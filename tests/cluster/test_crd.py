@@ -123,6 +123,18 @@ INVALID["attributes may list at most 256 values together"] = (
     },
     "spec.generation.prompt.attributes",
 )
+INVALID["left must be < right"] = (
+    {"generation": {"composition": {"left": 0.6, "right": 0.4}}},
+    "spec.generation.composition.left",
+)
+INVALID["top must be < bottom"] = (
+    {"generation": {"composition": {"top": 0.5, "bottom": 0.5}}},
+    "spec.generation.composition.top",
+)
+INVALID["minDiameter must be <= maxDiameter"] = (
+    {"generation": {"composition": {"minDiameter": 0.9, "maxDiameter": 0.5}}},
+    "spec.generation.composition.minDiameter",
+)
 INVALID["lane names must be at most 63 characters"] = (
     {"serving": {"lanes": {"final": {"steps": 30}, "l" * 64: {"steps": 8}}}},
     "spec.serving.lanes",
