@@ -86,6 +86,7 @@ def forward_once(
     from diffusers import UNet2DConditionModel
     from diffusers.models.attention_processor import AttnProcessor
 
+    from planet_contracts import engines as contract
     from planet_predictors.backends import onnxruntime as ort_backend
     from planet_predictors.presets import tiny
 
@@ -100,8 +101,8 @@ def forward_once(
             options.intra_op_num_threads = torch.get_num_threads()
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         session = ort.InferenceSession(str(entry / "unet.onnx"), options, providers=["CPUExecutionProvider"])
-        feeds = {name: t.numpy() for name, t in zip(ort_backend.INPUTS, inputs, strict=True)}
-        result = timed(lambda: session.run([ort_backend.OUTPUT], feeds), repeats)
+        feeds = {name: t.numpy() for name, t in zip(contract.UNET_INPUTS, inputs, strict=True)}
+        result = timed(lambda: session.run([contract.UNET_OUTPUT], feeds), repeats)
     else:
         if variant == "torch-classic-attention":
             unet.set_attn_processor(AttnProcessor())

@@ -9,6 +9,7 @@ COPY pyproject.toml README.md ./
 COPY operator ./operator
 COPY predictors ./predictors
 COPY build/planet_build ./build/planet_build
+COPY contracts ./contracts
 RUN python -m build --wheel --outdir /wheels .
 
 FROM ${CUDA_IMAGE}

@@ -5,7 +5,7 @@ Entry points: ``python -m planet_build`` (the build Job's command, :func:`main`)
 
 Modules, by job: ``request`` (what to build), ``sources`` (where weights come from),
 ``onnx_export``, ``ort_engine`` and ``trt_engine`` (per runtime), ``parity`` (engine vs torch),
-``cache`` and ``cache_key`` (the entry and its key), ``manifest``. Everything else is internal.
+``cache`` (the entry; its key is ``planet_contracts.engines``), ``manifest``. Everything else is internal.
 """
 
 from __future__ import annotations

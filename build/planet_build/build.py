@@ -24,7 +24,7 @@ from planet_build import request as request_module
 from planet_build.errors import ComponentFailed, UsageError
 from planet_build.progress import Reporter
 from planet_build.request import BuildRequest, validate
-from planet_predictors.backends.base import FALLBACK_ENV
+from planet_contracts.engines import FALLBACK_ENV
 
 ONNX_DIR = "onnx"
 

@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from planet_build.errors import EXIT_FAILED, BuildError
+from planet_contracts.engines import MANIFEST
 
-MANIFEST = "manifest.json"
 PROGRESS = ".progress.json"
 _CHUNK = 1 << 20
 

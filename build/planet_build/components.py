@@ -15,6 +15,7 @@ import torch
 
 from planet_build import shapes
 from planet_build.request import BuildRequest, upscaler_component
+from planet_contracts import engines
 from planet_predictors.backends import onnxruntime as ort_backend
 
 #: CLIP's context length; both SDXL text encoders use it.
@@ -92,8 +93,8 @@ def unet(pipe: Any, request: BuildRequest) -> Component:
     return Component(
         name="unet",
         module=ort_backend.UNetExportWrapper(model).eval(),
-        input_names=ort_backend.INPUTS,
-        output_names=(ort_backend.OUTPUT,),
+        input_names=engines.UNET_INPUTS,
+        output_names=(engines.UNET_OUTPUT,),
         dynamic_axes=ort_backend.unet_dynamic_axes(),
         example=lambda: ort_backend.unet_inputs(model, batch=2, height=h, width=w, generator=_seeded(1)),
         check=lambda: ort_backend.unet_inputs(model, batch=3, height=8, width=12, generator=_seeded(2)),

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-#: Bad flags or inputs, or a request this machine cannot build (no CUDA, no TensorRT).
-EXIT_USAGE = 2
-#: The build ran and failed (parity outside tolerance, TensorRT could not build a component).
-EXIT_FAILED = 1
+from planet_contracts.engines import EXIT_FAILED, EXIT_USAGE
+
+__all__ = ["EXIT_FAILED", "EXIT_USAGE", "BuildError", "ComponentFailed", "UsageError"]
 
 
 class BuildError(Exception):

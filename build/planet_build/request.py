@@ -6,8 +6,8 @@ import dataclasses
 import hashlib
 from pathlib import Path
 
-from planet_build import cache_key
 from planet_build.errors import UsageError
+from planet_contracts import engines
 
 BACKENDS = ("onnxruntime", "tensorrt")
 #: Precisions each compiled backend can build; mirrors the operator's spec table (a test keeps them equal).
@@ -65,7 +65,7 @@ class BuildRequest:
 
     def key(self, tensorrt_version: str | None) -> str:
         """The cache key, computed by the one function the operator uses too."""
-        return cache_key.engine_key(
+        return engines.engine_key(
             base_uri=self.base_uri,
             base_revision=self.revision,
             loras=[{"uri": lora.uri, "scale": lora.scale} for lora in self.loras],

@@ -21,12 +21,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from planet_contracts.engines import FALLBACK_ENV
 from planet_harness import models
 from planet_harness import stack as harness
 from planet_harness.cluster import CHART, PIPELINE_CRD
 from planet_harness.controlplane import ControlPlane, KubectlError
 from planet_harness.kubelet.node import Images
-from planet_predictors.backends.base import FALLBACK_ENV
 
 RELEASE = "planetgen"
 NAMESPACE = "planetgen-system"

@@ -4,11 +4,12 @@ Entry points: ``planet`` (:func:`main`; ``planet operator`` runs the Kopf operat
 render`` prints what a manifest becomes), ``kubectl planet`` (``planet_operator.plugin``), and
 :func:`reconcile`, one pass of one pipeline against a :class:`Context` (what tests drive).
 
-Packages, by job: ``api`` (the resource's models and validation), ``builders`` (pure renders of
-the children), ``reconcile`` (one pass: observe, plan, apply, report), ``rollout`` (the canary
-state machine and its Prometheus analysis), ``handlers`` (Kopf wiring: events, daemons, indexes),
-``kube`` (the API client, the seam tests fake), ``crd``/``schemas`` (the CRD and KServe's
-schemas), ``cli`` and ``plugin``. Everything else is internal.
+The resource's models and validation live in ``planet_contracts.api``, shared with the predictors
+and the builder. Packages, by job: ``builders`` (pure renders of the children), ``reconcile`` (one
+pass: observe, plan, apply, report), ``rollout`` (the canary state machine and its Prometheus
+analysis), ``handlers`` (Kopf wiring: events, daemons, indexes), ``kube`` (the API client, the seam
+tests fake), ``crd``/``schemas`` (the CRD and KServe's schemas), ``cli`` and ``plugin``.
+Everything else is internal.
 """
 
 from __future__ import annotations
@@ -17,16 +18,12 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from planet_operator.api.resource import PlanetPipeline
-    from planet_operator.api.spec import PlanetPipelineSpec
     from planet_operator.cli.main import main
     from planet_operator.reconcile.context import Context, Settings
     from planet_operator.reconcile.core import Result, reconcile
 
 __all__ = [
     "Context",
-    "PlanetPipeline",
-    "PlanetPipelineSpec",
     "Result",
     "Settings",
     "main",
@@ -36,8 +33,6 @@ __all__ = [
 #: Public name ▶ (module, attribute). Imported on first use: importing the package stays cheap
 #: (the operator never loads torch; a predictor never loads Kopf).
 _EXPORTS = {
-    "PlanetPipeline": ("planet_operator.api.resource", "PlanetPipeline"),
-    "PlanetPipelineSpec": ("planet_operator.api.spec", "PlanetPipelineSpec"),
     "Context": ("planet_operator.reconcile.context", "Context"),
     "Settings": ("planet_operator.reconcile.context", "Settings"),
     "Result": ("planet_operator.reconcile.core", "Result"),

@@ -11,8 +11,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from planet_operator.api import validation
-from planet_operator.api.spec import PlanetPipelineSpec
+from planet_contracts.api import validation
+from planet_contracts.api.spec import PlanetPipelineSpec
 
 API_VERSION = "planetgen.io/v1alpha1"
 KIND = "PipelineConfig"

@@ -10,9 +10,9 @@ import pytest
 import yaml
 from tests.conftest import EXAMPLES
 
-from planet_operator.api import resource, validation
-from planet_operator.api import spec as spec_models
-from planet_operator.api.spec import PlanetPipelineSpec
+from planet_contracts.api import resource, validation
+from planet_contracts.api import spec as spec_models
+from planet_contracts.api.spec import PlanetPipelineSpec
 from planet_operator.builders import config, names, plan, revision
 from planet_operator.crd import generate
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from planet_operator.api import resource
+from planet_contracts.api import resource
 from planet_operator.builders import engine_job, names
 from planet_operator.kube import apply
 from planet_operator.kube.client import APIError, Conflict, Invalid, NotFound
@@ -385,8 +385,8 @@ def test_announce_posts_one_warning_and_one_normal_event(caplog: pytest.LogCaptu
 
 
 def _summarise(**kwargs: Any) -> Any:
-    from planet_operator.api import validation
-    from planet_operator.api.status import PlanetPipelineStatus
+    from planet_contracts.api import validation
+    from planet_contracts.api.status import PlanetPipelineStatus
 
     spec = validation.parse_spec(
         {"model": {"base": {"uri": "hf://x/y"}}, "engine": {"backend": "torch"}}, name="p"
@@ -532,7 +532,7 @@ async def test_a_refused_child_is_reported_once_and_cleared_when_admitted() -> N
 
 
 def test_build_job_fails_at_once_on_a_usage_error_and_keeps_its_log_in_the_status() -> None:
-    from planet_operator.api import validation
+    from planet_contracts.api import validation
     from planet_operator.builders import plan
 
     spec = validation.parse_spec({"model": {"base": {"uri": "hf://x/y"}}}, name="p")

@@ -13,7 +13,7 @@ import pytest
 import yaml
 from tests.conftest import EXAMPLES, ROOT
 
-from planet_operator.api import rules, spec, validation
+from planet_contracts.api import rules, spec, validation
 from planet_operator.crd import cel, generate
 from planet_operator.schemas import strict
 

@@ -31,7 +31,7 @@ from celpy import evaluation
 from tests.conftest import EXAMPLES
 from tests.operator.test_crd import apply_defaults, specs_to_check, walk
 
-from planet_operator.api import resource, spec
+from planet_contracts.api import resource, spec
 from planet_operator.crd import cel, generate
 
 CRD = generate.crd()

@@ -8,7 +8,7 @@ import pydantic
 import pytest
 from tests.conftest import ROOT
 
-from planet_operator.api.resource import MAX_NAME_LENGTH, PlanetPipeline
+from planet_contracts.api.resource import MAX_NAME_LENGTH, PlanetPipeline
 from planet_operator.cli import main as cli
 from planet_operator.crd import docs, generate, schema
 

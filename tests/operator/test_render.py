@@ -13,8 +13,8 @@ import pytest
 import yaml
 from tests.conftest import EXAMPLES, KSERVE_SCHEMAS, SHARED_KSERVE_SCHEMAS
 
-from planet_operator.api import validation
-from planet_operator.api.resource import LABEL_PIPELINE, LABEL_REVISION
+from planet_contracts.api import validation
+from planet_contracts.api.resource import LABEL_PIPELINE, LABEL_REVISION
 from planet_operator.builders import children, plan, revision
 from planet_operator.cli import main as cli
 from planet_operator.schemas import strict

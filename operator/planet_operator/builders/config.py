@@ -6,7 +6,7 @@ import hashlib
 import json
 from typing import Any
 
-from planet_operator.api.resource import API_VERSION
+from planet_contracts.api.resource import API_VERSION
 from planet_operator.builders import meta, names
 from planet_operator.builders.plan import Plan, Release, effective_spec
 from planet_operator.builders.revision import model_hash

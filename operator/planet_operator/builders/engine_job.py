@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from planet_build import errors
-from planet_operator.api import resource
-from planet_operator.api import spec as api
+from planet_contracts import engines
+from planet_contracts.api import resource
+from planet_contracts.api import spec as api
 from planet_operator.builders import names, storage
 from planet_operator.builders.plan import Plan, Release
 from planet_operator.builders.revision import engine_key_of, upscaler_uris
@@ -156,7 +156,7 @@ def engine_job(plan: Plan, release: Release) -> dict[str, Any]:
                         "onExitCodes": {
                             "containerName": CONTAINER,
                             "operator": "In",
-                            "values": [errors.EXIT_USAGE],
+                            "values": [engines.EXIT_USAGE],
                         },
                     },
                 ]

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from planet_operator.api import spec as api
+from planet_contracts.api import spec as api
 from planet_operator.builders import config, meta, names, storage
 from planet_operator.builders.plan import Mode, Plan, Release, Service, effective_spec
 from planet_operator.builders.revision import engine_key_of, needs_engine_build, upscaler_uris

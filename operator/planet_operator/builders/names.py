@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 
-from planet_operator.api import resource
+from planet_contracts.api import resource
 
 GENERATE = "generate"
 UPSCALE = "upscale"

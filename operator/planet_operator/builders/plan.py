@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Literal
 
-from planet_operator.api.spec import PlanetPipelineSpec
+from planet_contracts.api.spec import PlanetPipelineSpec
 from planet_operator.builders import names
 
 Mode = Literal["knative", "standard"]

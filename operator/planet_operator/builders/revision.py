@@ -11,8 +11,8 @@ import hashlib
 import json
 from typing import Any
 
-from planet_build import cache_key
-from planet_operator.api.spec import GenerationSpec, PlanetPipelineSpec
+from planet_contracts import engines
+from planet_contracts.api.spec import GenerationSpec, PlanetPipelineSpec
 
 #: Length of the short revision id used in names and labels.
 REVISION_LENGTH = 10
@@ -53,7 +53,7 @@ def model_hash(spec: PlanetPipelineSpec) -> str:
 
 def engine_key_of(spec: PlanetPipelineSpec) -> str:
     """The engine cache key for this spec (the same function the builder uses)."""
-    return cache_key.engine_key(
+    return engines.engine_key(
         base_uri=spec.model.base.uri,
         base_revision=spec.model.base.revision,
         loras=[lora.model_dump() for lora in spec.model.loras],

@@ -9,9 +9,9 @@ from typing import Any
 
 import yaml
 
+from planet_contracts.api import validation
+from planet_contracts.api.resource import KIND
 from planet_operator import yamlio
-from planet_operator.api import validation
-from planet_operator.api.resource import KIND
 from planet_operator.builders import children, plan, revision
 from planet_operator.cli import errors
 

@@ -13,7 +13,7 @@ from typing import Any
 import pydantic
 from pydantic_core import PydanticUndefined
 
-from planet_operator.api.rules import RuledModel
+from planet_contracts.api.rules import RuledModel
 from planet_operator.crd import cel
 
 JSON = dict[str, Any]

@@ -7,7 +7,7 @@ from typing import Any
 
 import kopf
 
-from planet_operator.api import resource
+from planet_contracts.api import resource
 from planet_operator.handlers.wakeups import WAKEUPS
 from planet_operator.reconcile import diagnose
 

@@ -8,7 +8,7 @@ from typing import Any
 import kopf
 import prometheus_client
 
-from planet_operator.api import resource
+from planet_contracts.api import resource
 from planet_operator.handlers import children, options
 from planet_operator.kube import client as kube
 from planet_operator.kube.events import EventRecorder

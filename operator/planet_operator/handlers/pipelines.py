@@ -7,8 +7,8 @@ from typing import Any
 
 import kopf
 
+from planet_contracts.api import resource
 from planet_operator import metrics
-from planet_operator.api import resource
 from planet_operator.handlers import children
 from planet_operator.handlers.wakeups import WAKEUPS
 from planet_operator.kube.client import APIError

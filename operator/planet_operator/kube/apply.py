@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from planet_operator.api import resource
+from planet_contracts.api import resource
 from planet_operator.kube import quantity, resources
 from planet_operator.kube.client import Body, Client, Conflict, NotFound
 

@@ -1,6 +1,6 @@
 """The resources the operator reads and writes."""
 
-from planet_operator.api import resource as api
+from planet_contracts.api import resource as api
 from planet_operator.kube.client import Resource
 
 PIPELINES = Resource(group=api.GROUP, version=api.VERSION, plural=api.PLURAL)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from planet_operator.api import resource
+from planet_contracts.api import resource
 
 Body = dict[str, Any]
 #: Seconds before a request gives up: a CLI should fail fast and say why.

@@ -14,8 +14,8 @@ from typing import Any
 
 from rich.console import Console, RenderableType
 
+from planet_contracts.api import validation
 from planet_operator import yamlio
-from planet_operator.api import validation
 from planet_operator.builders import names, revision
 from planet_operator.plugin import views
 from planet_operator.plugin.client import Cluster, PluginError, Target
@@ -202,7 +202,7 @@ def _rollback_target(rows: list[views.Row], body: Any, wanted: str | None) -> vi
 
 
 def _group() -> str:
-    from planet_operator.api import resource
+    from planet_contracts.api import resource
 
     return resource.GROUP
 

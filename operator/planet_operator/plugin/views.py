@@ -13,7 +13,7 @@ from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
-from planet_operator.api import resource, validation
+from planet_contracts.api import resource, validation
 from planet_operator.reconcile import causes, diagnose, observe
 
 Body = Mapping[str, Any]

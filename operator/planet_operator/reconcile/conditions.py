@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from planet_operator.api.status import Condition
+from planet_contracts.api.status import Condition
 
 
 def set_condition(

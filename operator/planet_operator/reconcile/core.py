@@ -13,11 +13,11 @@ import functools
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
+from planet_contracts.api import resource, validation
+from planet_contracts.api.resource import API_VERSION, KIND
+from planet_contracts.api.spec import PlanetPipelineSpec
+from planet_contracts.api.status import PlanetPipelineStatus
 from planet_operator import metrics
-from planet_operator.api import resource, validation
-from planet_operator.api.resource import API_VERSION, KIND
-from planet_operator.api.spec import PlanetPipelineSpec
-from planet_operator.api.status import PlanetPipelineStatus
 from planet_operator.builders import children, engine_job, names, plan, revision
 from planet_operator.builders.inference import DEPLOYMENT_MODE, MODE_ANNOTATION
 from planet_operator.kube import apply, resources

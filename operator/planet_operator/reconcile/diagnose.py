@@ -19,7 +19,7 @@ import datetime
 from collections.abc import Collection, Mapping
 from typing import Any
 
-from planet_operator.api import resource
+from planet_contracts.api import resource
 from planet_operator.reconcile import causes, observe
 
 Body = Mapping[str, Any]

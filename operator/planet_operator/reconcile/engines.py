@@ -7,7 +7,7 @@ import datetime
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from planet_operator.api.spec import PlanetPipelineSpec
+from planet_contracts.api.spec import PlanetPipelineSpec
 from planet_operator.builders import names, revision
 from planet_operator.kube import resources
 from planet_operator.kube.client import APIError, Client

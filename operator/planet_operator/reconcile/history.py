@@ -6,9 +6,9 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from planet_operator.api import validation
-from planet_operator.api.spec import PlanetPipelineSpec
-from planet_operator.api.status import HistoryEntry
+from planet_contracts.api import validation
+from planet_contracts.api.spec import PlanetPipelineSpec
+from planet_contracts.api.status import HistoryEntry
 from planet_operator.builders import names
 from planet_operator.reconcile.observe import Body
 

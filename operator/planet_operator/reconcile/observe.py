@@ -6,7 +6,7 @@ import dataclasses
 from collections.abc import Collection, Mapping
 from typing import Any, Literal
 
-from planet_operator.api import resource
+from planet_contracts.api import resource
 
 Body = Mapping[str, Any]
 JobState = Literal["missing", "running", "complete", "failed"]

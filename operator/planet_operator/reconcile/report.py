@@ -8,10 +8,10 @@ from typing import Any
 
 import pydantic
 
+from planet_contracts.api import validation
+from planet_contracts.api.spec import PlanetPipelineSpec
+from planet_contracts.api.status import PlanetPipelineStatus
 from planet_operator import metrics
-from planet_operator.api import validation
-from planet_operator.api.spec import PlanetPipelineSpec
-from planet_operator.api.status import PlanetPipelineStatus
 from planet_operator.builders import names
 from planet_operator.kube import resources
 from planet_operator.reconcile import causes as causes_

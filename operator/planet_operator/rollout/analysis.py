@@ -19,7 +19,7 @@ import string
 from collections.abc import Mapping
 from typing import Literal
 
-from planet_operator.api import spec as api
+from planet_contracts.api import spec as api
 from planet_operator.rollout import durations, prometheus
 
 Verdict = Literal["pass", "fail", "inconclusive"]

@@ -21,8 +21,8 @@ import datetime
 from collections.abc import Mapping
 from typing import Literal
 
-from planet_operator.api import spec as api
-from planet_operator.api import status as api_status
+from planet_contracts.api import spec as api
+from planet_contracts.api import status as api_status
 from planet_operator.rollout import analysis as analysis_mod
 from planet_operator.rollout import durations
 

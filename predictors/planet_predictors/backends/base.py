@@ -12,17 +12,11 @@ from typing import Any
 
 from PIL import Image
 
+from planet_contracts.engines import FALLBACK_ENV, MANIFEST
 from planet_predictors.serving.errors import BackendUnavailable, Cancelled
 
 #: Polled during a batch: True once nobody waits for its results.
 Stop = Callable[[], bool]
-
-#: File in ``--engine-dir`` that lists engines (written by ``python -m planet_build``).
-MANIFEST = "manifest.json"
-#: Set on development nodes without CUDA (``planet dev up`` sets it): a TensorRT spec's build Job then
-#: writes ONNX Runtime engines under the operator's key, their manifest says so (``fallback``), and the
-#: generate predictor serves them, warning in its log. Unset, TensorRT without CUDA is an error.
-FALLBACK_ENV = "PLANET_ENGINE_FALLBACK"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -16,12 +16,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from planet_predictors.backends.base import MANIFEST, read_manifest
+from planet_contracts.engines import MANIFEST, UNET_INPUTS, UNET_OUTPUT
+from planet_predictors.backends.base import read_manifest
 from planet_predictors.backends.torch_diffusers import TorchBackend
 from planet_predictors.serving.errors import BackendUnavailable
-
-INPUTS = ("sample", "timestep", "encoder_hidden_states", "text_embeds", "time_ids")
-OUTPUT = "out_sample"
 
 
 class OnnxRuntimeBackend(TorchBackend):
@@ -77,7 +75,7 @@ class _OrtForward:
             "text_embeds": _np(added_cond_kwargs["text_embeds"]),
             "time_ids": _np(added_cond_kwargs["time_ids"]),
         }
-        (out,) = self.session.run([OUTPUT], feeds)
+        (out,) = self.session.run([UNET_OUTPUT], feeds)
         result = torch.from_numpy(out).to(self.device, sample.dtype)
         return UNet2DConditionOutput(sample=result) if return_dict else (result,)
 
@@ -123,7 +121,7 @@ def unet_dims(unet: Any) -> dict[str, int]:
 def unet_inputs(
     unet: Any, *, batch: int, height: int, width: int, generator: torch.Generator | None = None
 ) -> tuple[torch.Tensor, ...]:
-    """Random UNet inputs in :data:`INPUTS` order for a latent of ``height`` x ``width``."""
+    """Random UNet inputs in ``UNET_INPUTS`` order for a latent of ``height`` x ``width``."""
     dims = unet_dims(unet)
     return (
         torch.randn(batch, dims["latent_channels"], height, width, generator=generator),
@@ -136,9 +134,9 @@ def unet_inputs(
 
 def unet_dynamic_axes() -> dict[str, dict[int, str]]:
     """Batch is dynamic everywhere; the latent's height and width too (ONNX Runtime serves any size)."""
-    dynamic = {name: {0: "batch"} for name in INPUTS}
+    dynamic = {name: {0: "batch"} for name in UNET_INPUTS}
     dynamic["sample"] = {0: "batch", 2: "height", 3: "width"}
-    dynamic[OUTPUT] = {0: "batch", 2: "height", 3: "width"}
+    dynamic[UNET_OUTPUT] = {0: "batch", 2: "height", 3: "width"}
     return dynamic
 
 
@@ -158,8 +156,8 @@ def export_unet(unet: Any, engine_dir: Path, *, opset: int = 17) -> Path:
             UNetExportWrapper(unet).eval(),
             example,
             str(path),
-            input_names=list(INPUTS),
-            output_names=[OUTPUT],
+            input_names=list(UNET_INPUTS),
+            output_names=[UNET_OUTPUT],
             dynamic_axes=unet_dynamic_axes(),
             opset_version=opset,
             dynamo=False,

@@ -14,8 +14,8 @@ from typing import Any
 
 import torch
 
-from planet_predictors.backends.base import MANIFEST, BackendSettings, read_manifest
-from planet_predictors.backends.onnxruntime import INPUTS, OUTPUT
+from planet_contracts.engines import MANIFEST, UNET_INPUTS, UNET_OUTPUT
+from planet_predictors.backends.base import BackendSettings, read_manifest
 from planet_predictors.backends.torch_diffusers import TorchBackend
 from planet_predictors.serving.errors import BackendUnavailable
 
@@ -101,7 +101,7 @@ class _TrtForward:
         steps = torch.as_tensor(timestep, device=self.device).reshape(-1).expand(sample.shape[0])
         feeds = dict(
             zip(
-                INPUTS,
+                UNET_INPUTS,
                 (
                     sample,
                     steps,
@@ -119,9 +119,11 @@ class _TrtForward:
             bound[name] = value  # keep alive until the stream finished
             self.context.set_input_shape(name, tuple(value.shape))
             self.context.set_tensor_address(name, value.data_ptr())
-        out_dtype = _torch_dtype(self.trt.nptype(self.engine.get_tensor_dtype(OUTPUT)))
-        out = torch.empty(tuple(self.context.get_tensor_shape(OUTPUT)), dtype=out_dtype, device=self.device)
-        self.context.set_tensor_address(OUTPUT, out.data_ptr())
+        out_dtype = _torch_dtype(self.trt.nptype(self.engine.get_tensor_dtype(UNET_OUTPUT)))
+        out = torch.empty(
+            tuple(self.context.get_tensor_shape(UNET_OUTPUT)), dtype=out_dtype, device=self.device
+        )
+        self.context.set_tensor_address(UNET_OUTPUT, out.data_ptr())
         stream = torch.cuda.current_stream(self.device)
         if not self.context.execute_async_v3(stream.cuda_stream):
             raise RuntimeError("TensorRT execution failed")

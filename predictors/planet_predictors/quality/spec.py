@@ -6,7 +6,7 @@ import logging
 
 from PIL import Image
 
-from planet_operator.api.spec import CompositionSpec, GenerationSpec
+from planet_contracts.api.spec import CompositionSpec, GenerationSpec
 from planet_predictors.quality.region import Region
 from planet_predictors.quality.verifier import Verdict, Verifier
 

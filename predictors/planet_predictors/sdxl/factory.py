@@ -9,8 +9,9 @@ import argparse
 import logging
 from pathlib import Path
 
+from planet_contracts.engines import FALLBACK_ENV
 from planet_predictors import backends, config
-from planet_predictors.backends.base import FALLBACK_ENV, BackendSettings, fallback_backend
+from planet_predictors.backends.base import BackendSettings, fallback_backend
 from planet_predictors.sdxl.model import SDXLModel
 from planet_predictors.serving import cli
 from planet_predictors.serving.cli import EXIT_UNAVAILABLE as EXIT_UNAVAILABLE

@@ -15,7 +15,7 @@ from typing import Any, TypeAlias, cast
 import orjson
 from kserve.protocol.infer_type import InferRequest
 
-from planet_operator.api.spec import MAX_SIZE, PlanetPipelineSpec
+from planet_contracts.api.spec import MAX_SIZE, PlanetPipelineSpec
 from planet_predictors import imaging
 from planet_predictors.sdxl.prompts import PromptBuilder
 from planet_predictors.serving import protocol

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-from planet_operator.api.spec import PromptAttribute, PromptSpec
+from planet_contracts.api.spec import PromptAttribute, PromptSpec
 from planet_predictors.serving import text as texts
 from planet_predictors.serving.errors import BadRequest
 

@@ -14,7 +14,7 @@ from typing import Any, Protocol, TypedDict
 import kserve
 import pydantic
 
-from planet_operator.api.spec import Lane, ServingSpec
+from planet_contracts.api.spec import Lane, ServingSpec
 from planet_predictors import config
 from planet_predictors.serving import http
 from planet_predictors.serving.errors import BackendUnavailable

@@ -11,9 +11,10 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
-from planet_operator.api.spec import MAX_OUTPUT_SIZE, UpscaleSpec
+from planet_contracts.api.spec import MAX_OUTPUT_SIZE, UpscaleSpec
+from planet_contracts.engines import MANIFEST
 from planet_predictors import backends, config
-from planet_predictors.backends.base import MANIFEST, BackendSettings, read_manifest
+from planet_predictors.backends.base import BackendSettings, read_manifest
 from planet_predictors.backends.torch_diffusers import resolve_device
 from planet_predictors.serving import cli
 from planet_predictors.serving.cli import EXIT_UNAVAILABLE as EXIT_UNAVAILABLE

@@ -20,8 +20,8 @@ import pydantic
 from kserve.protocol.infer_type import InferRequest
 from PIL import Image, UnidentifiedImageError
 
-from planet_operator.api import rules
-from planet_operator.api.spec import UpscaleStage
+from planet_contracts.api import rules
+from planet_contracts.api.spec import UpscaleStage
 from planet_predictors import imaging
 from planet_predictors.sdxl.prompts import PromptBuilder
 from planet_predictors.serving import protocol

@@ -11,7 +11,7 @@ from typing import Literal
 
 from PIL import Image
 
-from planet_operator.api.spec import MAX_OUTPUT_SIZE, PlanetPipelineSpec, UpscaleStage
+from planet_contracts.api.spec import MAX_OUTPUT_SIZE, PlanetPipelineSpec, UpscaleStage
 from planet_predictors.serving.errors import BackendUnavailable
 
 #: Checkpoint suffixes looked for in an upscaler's mount folder, in this order of preference.

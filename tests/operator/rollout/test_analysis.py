@@ -2,7 +2,7 @@ import datetime
 
 import pytest
 
-from planet_operator.api import spec as api
+from planet_contracts.api import spec as api
 from planet_operator.rollout import analysis
 
 NOW = datetime.datetime(2025, 1, 1, tzinfo=datetime.UTC)

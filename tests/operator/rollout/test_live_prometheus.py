@@ -16,7 +16,7 @@ from pathlib import Path
 import prometheus_client
 import pytest
 
-from planet_operator.api import spec as api
+from planet_contracts.api import spec as api
 from planet_operator.rollout import analysis, machine, prometheus
 
 pytestmark = [

@@ -2,8 +2,8 @@ import datetime
 
 import pytest
 
-from planet_operator.api import spec as api
-from planet_operator.api import status as api_status
+from planet_contracts.api import spec as api
+from planet_contracts.api import status as api_status
 from planet_operator.rollout import analysis, machine
 
 T0 = datetime.datetime(2025, 1, 1, 12, 0, tzinfo=datetime.UTC)

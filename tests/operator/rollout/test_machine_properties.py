@@ -3,7 +3,7 @@ import datetime
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from planet_operator.api import spec as api
+from planet_contracts.api import spec as api
 from planet_operator.rollout import analysis, machine
 
 T0 = datetime.datetime(2025, 1, 1, tzinfo=datetime.UTC)

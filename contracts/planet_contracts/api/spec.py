@@ -11,8 +11,8 @@ from typing import Annotated, Literal
 
 import pydantic
 
-from planet_operator.api import rules
-from planet_operator.api.rules import Rule, RuledModel
+from planet_contracts.api import rules
+from planet_contracts.api.rules import Rule, RuledModel
 
 #: Kubernetes-style durations: "500ms", "30s", "5m", "1h30m".
 DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"

@@ -13,9 +13,9 @@ from typing import Any
 
 import pydantic
 
-from planet_operator.api import resource
-from planet_operator.api import spec as spec_models
-from planet_operator.api.resource import KIND, PlanetPipeline
+from planet_contracts.api import resource
+from planet_contracts.api import spec as spec_models
+from planet_contracts.api.resource import KIND, PlanetPipeline
 
 #: The most a spec may take as the per-revision ConfigMap writes it (JSON, indent 2, ASCII escapes).
 #: The ConfigMap holds it twice (generate.json, upscale.json), so this keeps it at half of the 1 MiB

@@ -6,7 +6,7 @@ from typing import Literal
 
 import pydantic
 
-from planet_operator.api.rules import RuledModel
+from planet_contracts.api.rules import RuledModel
 
 Phase = Literal[
     "Pending", "Building", "Deploying", "Progressing", "Ready", "Degraded", "RolledBack", "Failed"

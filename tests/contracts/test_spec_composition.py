@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from planet_operator.api import validation
-from planet_operator.api.spec import CompositionSpec, GenerationSpec
+from planet_contracts.api import validation
+from planet_contracts.api.spec import CompositionSpec, GenerationSpec
 
 BASE = {"model": {"base": {"uri": "hf://stabilityai/stable-diffusion-xl-base-1.0"}}}
 

@@ -7,9 +7,9 @@ from typing import Literal
 
 import pydantic
 
-from planet_operator.api import rules
-from planet_operator.api.spec import PlanetPipelineSpec
-from planet_operator.api.status import PlanetPipelineStatus
+from planet_contracts.api import rules
+from planet_contracts.api.spec import PlanetPipelineSpec
+from planet_contracts.api.status import PlanetPipelineStatus
 
 GROUP = "planetgen.io"
 VERSION = "v1alpha1"
@@ -53,7 +53,7 @@ NAME_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
 MAX_NAME_LENGTH = 63 - len("-generate-") - 10 - len("-predictor-00001")
 
 #: Rules on ``metadata.name``: the CRD's root validations (``self`` is the object) and their twins in
-#: :func:`planet_operator.api.validation.parse` (``check`` gets the name), so both say the same words.
+#: :func:`planet_contracts.api.validation.parse` (``check`` gets the name), so both say the same words.
 #: No ``fieldPath``: the API server takes only paths its schema declares, and metadata's are not.
 NAME_RULES = (
     rules.Rule(
