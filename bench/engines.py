@@ -41,7 +41,7 @@ def timed(fn: Any, repeats: int, warmup: int = 1) -> dict[str, float]:
 
 
 def build(precision: str, cache: Path, preset_dir: Path, width: int, height: int) -> dict[str, Any]:
-    from planet_build import build as builder
+    from planet_build import job as builder
     from planet_build.progress import Reporter
     from planet_build.request import BuildRequest
 

@@ -14,8 +14,8 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from planet_build.build import Outcome, run
     from planet_build.cli import main
+    from planet_build.job import Outcome, run
     from planet_build.progress import Reporter
     from planet_build.request import BuildRequest
 
@@ -31,9 +31,9 @@ __all__ = [
 #: (the operator never loads torch; a predictor never loads Kopf).
 _EXPORTS = {
     "BuildRequest": ("planet_build.request", "BuildRequest"),
-    "Outcome": ("planet_build.build", "Outcome"),
+    "Outcome": ("planet_build.job", "Outcome"),
     "Reporter": ("planet_build.progress", "Reporter"),
-    "run": ("planet_build.build", "run"),
+    "run": ("planet_build.job", "run"),
     "main": ("planet_build.cli", "main"),
 }
 

@@ -123,9 +123,9 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the builder never downloads (see sources)
     try:
         request, _args = parse(argv)
-        from planet_build import build
+        from planet_build import job
 
-        outcome = build.run(request, reporter)
+        outcome = job.run(request, reporter)
     except BuildError as exc:
         reporter.error(str(exc))
         return exc.code

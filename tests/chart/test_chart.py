@@ -417,7 +417,7 @@ def test_service_monitor_scrapes_the_metrics_service() -> None:
 
 
 def test_pod_monitor_scrapes_the_predictor_pods_the_operator_makes() -> None:
-    from planet_operator.api import validation
+    from planet_contracts.api import validation
     from planet_operator.builders import children, plan
 
     monitor = helm.one(helm.render(VARIANTS["monitoring"]), "PodMonitor")

@@ -15,8 +15,8 @@ import yaml
 from tests.conftest import EXAMPLES
 from tests.operator.test_render import MODES, plans
 
+from planet_contracts.api import validation
 from planet_harness.controlplane import ControlPlane
-from planet_operator.api import validation
 from planet_operator.builders import children
 from planet_operator.kube import quantity
 

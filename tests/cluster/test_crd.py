@@ -11,8 +11,8 @@ import yaml
 from tests.cluster.conftest import CRD
 from tests.conftest import EXAMPLES, ROOT
 
+from planet_contracts.api import resource, rules, spec, validation
 from planet_harness.controlplane import ControlPlane
-from planet_operator.api import resource, rules, spec, validation
 
 BASE: dict[str, Any] = {"model": {"base": {"uri": "hf://stabilityai/stable-diffusion-xl-base-1.0"}}}
 RESIZE = {"type": "resize", "width": 128, "height": 128}

@@ -19,9 +19,9 @@ from tests.chart import helm
 from tests.cluster import operator_pod
 from tests.conftest import ROOT
 
+from planet_contracts.api import resource
 from planet_harness.controlplane import ControlPlane, kubeconfig
 from planet_harness.pods import PodProcess
-from planet_operator.api import resource
 
 PLANET = str(Path(sys.executable).with_name("planet"))
 

@@ -184,7 +184,8 @@ def test_a_node_without_cuda_may_fall_back_to_onnxruntime_under_the_operators_ke
 ) -> None:
     import torch
 
-    from planet_predictors.backends.base import FALLBACK_ENV, fallback_backend
+    from planet_contracts.engines import FALLBACK_ENV
+    from planet_predictors.backends.base import fallback_backend
 
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA: TensorRT builds for real")

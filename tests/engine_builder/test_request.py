@@ -9,10 +9,10 @@ import pytest
 import yaml
 from tests.conftest import EXAMPLES
 
-from planet_build import cli, keys, request
+from planet_build import cli, request, trt_version
 from planet_build.errors import UsageError
-from planet_operator.api import spec as api_spec
-from planet_operator.api import validation
+from planet_contracts.api import spec as api_spec
+from planet_contracts.api import validation
 from planet_operator.builders import engine_job, plan, revision
 
 
@@ -49,7 +49,7 @@ def test_the_jobs_flags_give_the_operators_key(backend: str) -> None:
         args = job_args(spec)
         parsed, _ = cli.parse(args)
         installed = f"{spec.engine.tensorrt_version}.0.35"  # the builder image has a patch release
-        key, spelling = keys.resolve_key(parsed, installed if backend == "tensorrt" else None)
+        key, spelling = trt_version.resolve_key(parsed, installed if backend == "tensorrt" else None)
         assert key == revision.engine_key_of(spec)
         assert spelling == (spec.engine.tensorrt_version if backend == "tensorrt" else None)
 
@@ -59,12 +59,12 @@ def test_another_tensorrt_than_the_spec_names_is_a_mismatch_with_both_keys() -> 
     spec = spec.model_copy(update={"engine": spec.engine.model_copy(update={"backend": "tensorrt"})})
     parsed, _ = cli.parse(job_args(spec))
     with pytest.raises(UsageError, match="engine key mismatch") as caught:
-        keys.resolve_key(parsed, "9.3.0.1")
+        trt_version.resolve_key(parsed, "9.3.0.1")
     assert parsed.expect_key is not None and parsed.expect_key in str(caught.value)
 
 
 def test_version_prefixes() -> None:
-    assert keys.version_prefixes("10.13.0.35+cuda12") == ["10", "10.13", "10.13.0", "10.13.0.35"]
+    assert trt_version.version_prefixes("10.13.0.35+cuda12") == ["10", "10.13", "10.13.0", "10.13.0.35"]
 
 
 def test_lora_and_batch_parsing() -> None:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import yaml
 
+from planet_contracts.api.spec import PlanetPipelineSpec
 from planet_harness import demo
-from planet_operator.api.spec import PlanetPipelineSpec
 from planet_predictors.quality import palette
 from planet_predictors.sdxl.prompts import PromptBuilder
 

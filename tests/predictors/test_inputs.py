@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from planet_operator.api.spec import PlanetPipelineSpec
+from planet_contracts.api.spec import PlanetPipelineSpec
 from planet_predictors import config
 from planet_predictors.sdxl import inputs
 from planet_predictors.sdxl.prompts import PromptBuilder

@@ -20,7 +20,7 @@ from PIL import Image, ImageDraw
 from prometheus_client import CollectorRegistry
 from tests.predictors.conftest import upscale_config
 
-from planet_operator.api.spec import CompositionSpec, GenerationSpec
+from planet_contracts.api.spec import CompositionSpec, GenerationSpec
 from planet_predictors import config, imaging
 from planet_predictors.backends.base import Backend, BackendSettings, BatchParams, Generated, Item, Stop
 from planet_predictors.quality import spec as quality

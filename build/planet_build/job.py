@@ -12,13 +12,13 @@ from typing import Any
 from planet_build import (
     cache,
     components,
-    keys,
     manifest,
     onnx_export,
     ort_engine,
     parity,
     sources,
     trt_engine,
+    trt_version,
 )
 from planet_build import request as request_module
 from planet_build.errors import ComponentFailed, UsageError
@@ -43,11 +43,11 @@ def run(request: BuildRequest, reporter: Reporter) -> Outcome:
     """Build (or find) the engines for ``request``; raises :class:`~planet_build.errors.BuildError`."""
     validate(request)
     request = dataclasses.replace(request, revision=sources.model_revision(request))
-    trt_version = None
+    installed_trt = None
     fallback: dict[str, str] | None = None
     if request.backend == "tensorrt":
         try:
-            trt_version = trt_engine.preflight(request.precision, quantized_dir=request.quantized_onnx)
+            installed_trt = trt_engine.preflight(request.precision, quantized_dir=request.quantized_onnx)
         except UsageError as exc:
             fallback = _fallback(exc)
         else:  # only a machine that can build TensorRT has a GPU product to compare
@@ -63,7 +63,7 @@ def run(request: BuildRequest, reporter: Reporter) -> Outcome:
         )
         request = dataclasses.replace(request, backend=fallback["backend"], precision="fp32")
     else:
-        key, trt_spelling = keys.resolve_key(request, trt_version)
+        key, trt_spelling = trt_version.resolve_key(request, installed_trt)
     entry = cache.Entry(request.cache_dir, key)
     reporter.info(
         f"engine key {key} ({request.backend}, {request.precision}, {request.width}x{request.height})"
@@ -82,7 +82,7 @@ def run(request: BuildRequest, reporter: Reporter) -> Outcome:
         entry.dir.mkdir(parents=True, exist_ok=True)
         entry.invalidate()
         entry.clean_staging()
-        built = _Builder(request, entry, reporter, tensorrt_version=trt_version).run()
+        built = _Builder(request, entry, reporter, tensorrt_version=installed_trt).run()
         document = manifest.build(request, key=key, tensorrt_version=trt_spelling, components=built)
         if fallback is not None:
             document["fallback"] = fallback
