@@ -18,6 +18,7 @@ import torch
 
 from planet_contracts.engines import MANIFEST, UNET_INPUTS, UNET_OUTPUT
 from planet_predictors.backends.base import read_manifest
+from planet_predictors.backends.graph import GraphForward
 from planet_predictors.backends.torch_diffusers import TorchBackend
 from planet_predictors.serving.errors import BackendUnavailable
 
@@ -45,39 +46,16 @@ class OnnxRuntimeBackend(TorchBackend):
             raise BackendUnavailable(f"cannot load ONNX UNet {path}: {exc}") from exc
         unet = self.pipe.unet
         # The pipeline reads the UNet's config and modules; only its forward is replaced.
-        unet.forward = _OrtForward(session, self.device)
+        unet.forward = _OrtForward(session)
 
 
-class _OrtForward:
-    def __init__(self, session: Any, device: torch.device) -> None:
+class _OrtForward(GraphForward):
+    def __init__(self, session: Any) -> None:
         self.session = session
-        self.device = device
 
-    def __call__(
-        self,
-        sample: torch.Tensor,
-        timestep: torch.Tensor | float,
-        encoder_hidden_states: torch.Tensor,
-        *args: Any,
-        added_cond_kwargs: dict[str, torch.Tensor] | None = None,
-        return_dict: bool = True,
-        **kwargs: Any,
-    ) -> Any:
-        from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput
-
-        if added_cond_kwargs is None:
-            raise ValueError("SDXL UNet needs text_embeds and time_ids")
-        steps = torch.as_tensor(timestep, dtype=torch.float32).reshape(-1).expand(sample.shape[0])
-        feeds = {
-            "sample": _np(sample),
-            "timestep": _np(steps),
-            "encoder_hidden_states": _np(encoder_hidden_states),
-            "text_embeds": _np(added_cond_kwargs["text_embeds"]),
-            "time_ids": _np(added_cond_kwargs["time_ids"]),
-        }
-        (out,) = self.session.run([UNET_OUTPUT], feeds)
-        result = torch.from_numpy(out).to(self.device, sample.dtype)
-        return UNet2DConditionOutput(sample=result) if return_dict else (result,)
+    def run(self, feeds: dict[str, torch.Tensor]) -> torch.Tensor:
+        (out,) = self.session.run([UNET_OUTPUT], {name: _np(value) for name, value in feeds.items()})
+        return torch.from_numpy(out)
 
 
 def _np(tensor: torch.Tensor) -> np.ndarray[Any, Any]:

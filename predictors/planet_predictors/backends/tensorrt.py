@@ -14,8 +14,9 @@ from typing import Any
 
 import torch
 
-from planet_contracts.engines import MANIFEST, UNET_INPUTS, UNET_OUTPUT
+from planet_contracts.engines import MANIFEST, UNET_OUTPUT
 from planet_predictors.backends.base import BackendSettings, read_manifest
+from planet_predictors.backends.graph import GraphForward
 from planet_predictors.backends.torch_diffusers import TorchBackend
 from planet_predictors.serving.errors import BackendUnavailable
 
@@ -73,7 +74,7 @@ class TensorRTBackend(TorchBackend):
         log.info("TensorRT %s engine %s loaded", trt.__version__, path)
 
 
-class _TrtForward:
+class _TrtForward(GraphForward):
     """Calls the engine with torch tensors; one execution context, used by one thread at a time."""
 
     def __init__(self, engine: Any, device: torch.device) -> None:
@@ -84,34 +85,7 @@ class _TrtForward:
         self.context = engine.create_execution_context()
         self.device = device
 
-    def __call__(
-        self,
-        sample: torch.Tensor,
-        timestep: torch.Tensor | float,
-        encoder_hidden_states: torch.Tensor,
-        *args: Any,
-        added_cond_kwargs: dict[str, torch.Tensor] | None = None,
-        return_dict: bool = True,
-        **kwargs: Any,
-    ) -> Any:
-        from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput
-
-        if added_cond_kwargs is None:
-            raise ValueError("SDXL UNet needs text_embeds and time_ids")
-        steps = torch.as_tensor(timestep, device=self.device).reshape(-1).expand(sample.shape[0])
-        feeds = dict(
-            zip(
-                UNET_INPUTS,
-                (
-                    sample,
-                    steps,
-                    encoder_hidden_states,
-                    added_cond_kwargs["text_embeds"],
-                    added_cond_kwargs["time_ids"],
-                ),
-                strict=True,
-            )
-        )
+    def run(self, feeds: dict[str, torch.Tensor]) -> torch.Tensor:
         bound = {}
         for name, tensor in feeds.items():
             dtype = _torch_dtype(self.trt.nptype(self.engine.get_tensor_dtype(name)))
@@ -127,8 +101,7 @@ class _TrtForward:
         stream = torch.cuda.current_stream(self.device)
         if not self.context.execute_async_v3(stream.cuda_stream):
             raise RuntimeError("TensorRT execution failed")
-        result = out.to(sample.dtype)
-        return UNet2DConditionOutput(sample=result) if return_dict else (result,)
+        return out
 
 
 def _torch_dtype(np_dtype: Any) -> torch.dtype:
