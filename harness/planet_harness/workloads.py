@@ -18,8 +18,19 @@ def scaling_pipeline(
     max_queue: int,
     replicas: tuple[int, int],
     target_queue_depth: int,
+    scale_down_window: int | None = None,
 ) -> dict[str, Any]:
-    """Generate only, torch (no engine build), one request at a time per replica, so a burst queues."""
+    """Generate only, torch (no engine build), one request at a time per replica, so a burst queues.
+
+    ``scale_down_window`` sets the pipeline's own scale-down stabilization window (seconds).
+    """
+    autoscaling: dict[str, Any] = {
+        "minReplicas": replicas[0],
+        "maxReplicas": replicas[1],
+        "targetQueueDepth": target_queue_depth,
+    }
+    if scale_down_window is not None:
+        autoscaling["scaleDownStabilizationSeconds"] = scale_down_window
     return {
         "apiVersion": "planetgen.io/v1alpha1",
         "kind": "PlanetPipeline",
@@ -35,11 +46,7 @@ def scaling_pipeline(
                 "lanes": {"final": {"steps": steps, "maxConcurrency": 1, "maxQueue": max_queue}},
                 "resources": {"requests": {"cpu": "100m", "memory": "512Mi"}},
             },
-            "autoscaling": {
-                "minReplicas": replicas[0],
-                "maxReplicas": replicas[1],
-                "targetQueueDepth": target_queue_depth,
-            },
+            "autoscaling": autoscaling,
             "rollout": {"steps": []},
         },
     }

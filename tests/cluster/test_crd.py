@@ -135,6 +135,11 @@ INVALID["minDiameter must be <= maxDiameter"] = (
     {"generation": {"composition": {"minDiameter": 0.9, "maxDiameter": 0.5}}},
     "spec.generation.composition.minDiameter",
 )
+STABILIZATION = next(r for r in spec.PlanetPipelineSpec.__rules__ if r.field == ".autoscaling")
+INVALID[STABILIZATION.message] = (
+    {"serving": {"deploymentMode": "knative"}, "autoscaling": {"scaleDownStabilizationSeconds": 30}},
+    "spec.autoscaling",
+)
 INVALID["lane names must be at most 63 characters"] = (
     {"serving": {"lanes": {"final": {"steps": 30}, "l" * 64: {"steps": 8}}}},
     "spec.serving.lanes",

@@ -277,6 +277,7 @@ def test_guarded_rules_agree_with_python_twins(planet_spec: spec.PlanetPipelineS
 
 NAME_PATTERN, NAME_LENGTH = resource.NAME_RULES
 SCALE_TO_ZERO = next(r for r in spec.PlanetPipelineSpec.__rules__ if r.field == ".autoscaling.scaleToZero")
+STABILIZATION = next(r for r in spec.PlanetPipelineSpec.__rules__ if r.field == ".autoscaling")
 PROMPT = {"template": "{color} planet", "attributes": [{"name": "color", "values": ["red", "blue"]}]}
 INVALID: dict[str, tuple[str, dict[str, Any]]] = {
     NAME_PATTERN.message: ("", manifest(name="1planet")),
@@ -284,6 +285,10 @@ INVALID: dict[str, tuple[str, dict[str, Any]]] = {
     SCALE_TO_ZERO.message: (
         "spec.autoscaling.scaleToZero",
         manifest(autoscaling={"minReplicas": 0, "scaleToZero": True}),  # Standard is the default
+    ),
+    STABILIZATION.message: (
+        "spec.autoscaling",
+        manifest(serving={"deploymentMode": "knative"}, autoscaling={"scaleUpStabilizationSeconds": 0}),
     ),
     "attributes may list at most 256 values together": (
         "spec.generation.prompt.attributes",

@@ -166,6 +166,21 @@ def test_standard_mode_scales_each_revision_on_its_own_queue_with_keda() -> None
         assert metric["external"]["target"] == {"type": "Value", "value": "4"}
 
 
+def test_a_pipelines_stabilization_windows_reach_kserves_autoscaling_behavior() -> None:
+    _, pipeline = next(p for p in pipelines() if p[0] == "ethereal-planets.yaml")
+    [alone, _] = plans(pipeline, "standard")
+    [service] = [o for o in children.build_all(alone) if o["kind"] == "InferenceService"][:1]
+    # Unset: KServe's cluster-wide `autoscaler` entry decides, so nothing is rendered.
+    assert "behavior" not in service["spec"]["predictor"]["autoScaling"]
+    scaling = pipeline.spec.autoscaling.model_copy(update={"scale_down_stabilization_seconds": 45})
+    windowed = pipeline.model_copy(update={"spec": pipeline.spec.model_copy(update={"autoscaling": scaling})})
+    [alone, _] = plans(windowed, "standard")
+    [service] = [o for o in children.build_all(alone) if o["kind"] == "InferenceService"][:1]
+    assert service["spec"]["predictor"]["autoScaling"]["behavior"] == {
+        "scaleDown": {"stabilizationWindowSeconds": 45}
+    }
+
+
 @pytest.mark.parametrize("mode", MODES)
 def test_predictors_are_annotated_for_scraping(mode: str) -> None:
     _, pipeline = next(p for p in pipelines() if p[0] == "ethereal-planets.yaml")

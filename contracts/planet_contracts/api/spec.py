@@ -435,6 +435,21 @@ class AutoscalingSpec(RuledModel):
         default=4, ge=1, le=1000, description="Queued requests per replica."
     )
     scale_to_zero: bool = False
+    scale_up_stabilization_seconds: int | None = pydantic.Field(
+        default=None,
+        ge=0,
+        le=3600,
+        description="Standard mode: the HPA raises replicas only to the lowest recommendation of this"
+        " window (KServe's cluster-wide autoscaler entry when unset, 0 s by default).",
+    )
+    scale_down_stabilization_seconds: int | None = pydantic.Field(
+        default=None,
+        ge=0,
+        le=3600,
+        description="Standard mode: the HPA lowers replicas only to the highest recommendation of this"
+        " window, the cooldown after a burst (KServe's cluster-wide autoscaler entry when unset, 300 s"
+        " by default).",
+    )
     prometheus_address: str = pydantic.Field(
         default="http://prometheus-operated.monitoring.svc:9090",
         pattern=r"^https?://.+",
@@ -551,6 +566,21 @@ class PlanetPipelineSpec(RuledModel):
             " queue-depth metric comes from the predictor pods); use Knative mode, or minReplicas >= 1",
             field=".autoscaling.scaleToZero",
             check=lambda m: not m.autoscaling.scale_to_zero or m.serving.deployment_mode == "knative",
+        ),
+        Rule(
+            cel="self.serving.deploymentMode == 'standard'"
+            " || (!has(self.autoscaling.scaleUpStabilizationSeconds)"
+            " && !has(self.autoscaling.scaleDownStabilizationSeconds))",
+            message="stabilization windows apply to the HPA of serving.deploymentMode: standard; Knative's"
+            " autoscaler keeps its own windows (its config-autoscaler)",
+            field=".autoscaling",
+            check=lambda m: (
+                m.serving.deployment_mode == "standard"
+                or (
+                    m.autoscaling.scale_up_stabilization_seconds is None
+                    and m.autoscaling.scale_down_stabilization_seconds is None
+                )
+            ),
         ),
         Rule(
             cel="!has(self.upscale) || self.upscale.stages.all(s, s.type != 'upscale'"

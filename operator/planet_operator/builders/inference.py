@@ -105,10 +105,22 @@ def _predictor(plan: Plan, release: Release, component: str, *, name: str) -> di
         predictor["containerConcurrency"] = max(concurrency, scaling.target_queue_depth)
     else:
         predictor["autoScaling"] = {"metrics": [_queue_depth_metric(plan, release, scaling, component)]}
+        behavior = _behavior(scaling)
+        if behavior:
+            predictor["autoScaling"]["behavior"] = behavior
         # A replica scaled down finishes what it accepted (the predictor drains for --grace-period,
         # set to timeoutSeconds) before the kubelet's SIGKILL. Knative sets this from `timeout` itself.
         predictor["terminationGracePeriodSeconds"] = spec.serving.timeout_seconds + DRAIN_MARGIN_SECONDS
     return predictor
+
+
+def _behavior(scaling: api.AutoscalingSpec) -> dict[str, Any]:
+    """HPA stabilization windows; KServe 0.20 copies only these of ``behavior`` into the ScaledObject."""
+    windows = {
+        "scaleUp": scaling.scale_up_stabilization_seconds,
+        "scaleDown": scaling.scale_down_stabilization_seconds,
+    }
+    return {k: {"stabilizationWindowSeconds": v} for k, v in windows.items() if v is not None}
 
 
 def _lora_mount(lora: api.LoraAdapter) -> str:
