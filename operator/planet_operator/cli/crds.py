@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Any
 
+from planet_operator.cli import generated
 from planet_operator.crd import generate
 
 #: Where the committed copies live, relative to the repository root.
@@ -23,13 +23,5 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Print or write."""
-    text = generate.crds_yaml()
-    if not args.write:
-        sys.stdout.write(text)
-        return 0
-    for folder in COPIES:
-        target = args.root / folder / generate.CRD_FILE
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(text)
-        print(f"wrote {target}")
-    return 0
+    targets = [args.root / folder / generate.CRD_FILE for folder in COPIES]
+    return generated.print_or_write(generate.crds_yaml(), write=args.write, targets=targets)

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Any
 
+from planet_operator.cli import generated
 from planet_operator.crd import docs
 
 
@@ -20,12 +20,4 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Print or write."""
-    text = docs.reference()
-    if not args.write:
-        sys.stdout.write(text)
-        return 0
-    target = args.root / docs.API_DOC
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(text)
-    print(f"wrote {target}")
-    return 0
+    return generated.print_or_write(docs.reference(), write=args.write, targets=[args.root / docs.API_DOC])

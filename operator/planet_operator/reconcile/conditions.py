@@ -21,6 +21,17 @@ def set_condition(
     value: Literal["True", "False", "Unknown"] = (
         "Unknown" if status is None else ("True" if status else "False")
     )
+
+    def made(transition: str | None) -> Condition:
+        return Condition(
+            type=type,
+            status=value,
+            reason=reason,
+            message=message,
+            last_transition_time=transition,
+            observed_generation=generation,
+        )
+
     out: list[Condition] = []
     found = False
     for condition in conditions:
@@ -28,28 +39,9 @@ def set_condition(
             out.append(condition)
             continue
         found = True
-        moved = condition.status != value
-        out.append(
-            Condition(
-                type=type,
-                status=value,
-                reason=reason,
-                message=message,
-                last_transition_time=now if moved else condition.last_transition_time,
-                observed_generation=generation,
-            )
-        )
+        out.append(made(now if condition.status != value else condition.last_transition_time))
     if not found:
-        out.append(
-            Condition(
-                type=type,
-                status=value,
-                reason=reason,
-                message=message,
-                last_transition_time=now,
-                observed_generation=generation,
-            )
-        )
+        out.append(made(now))
     return out
 
 
