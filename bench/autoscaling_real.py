@@ -10,7 +10,8 @@ second, then runs the simulation's KEDA (queued + in flight) scaler with the sam
 replica bounds, intervals and the cold start measured here, and writes both side by side.
 
 Intervals are shortened as in tests/e2e/test_autoscaling.py (the products' defaults in brackets):
-scrape 2 s [15 s], HPA sync 5 s [15 s], scale-down stabilization 30 s [300 s].
+scrape 2 s [15 s], HPA sync 5 s [15 s], scale-down stabilization 30 s [300 s], the pipeline's own
+``autoscaling.scaleDownStabilizationSeconds``.
 
 What differs from the simulation, by construction: the node has two CPU cores, so replicas beyond
 the first add queues and processes but little capacity; the gateway picks a ready endpoint at
@@ -51,6 +52,7 @@ MIN_REPLICAS, MAX_REPLICAS, TARGET, MAX_QUEUE = 1, 3, 2, 8
 MANIFEST = workloads.scaling_pipeline(
     PIPELINE, namespace=NS, size=(304, 128), steps=4, max_queue=MAX_QUEUE,
     replicas=(MIN_REPLICAS, MAX_REPLICAS), target_queue_depth=TARGET,
+    scale_down_window=SCALE_DOWN_WINDOW_SECONDS,
 )  # fmt: skip
 PROMPT = workloads.PROMPT
 
@@ -129,11 +131,7 @@ def cold_starts(rows: list[dict[str, float]]) -> list[float]:
 
 
 def run_real(args: argparse.Namespace) -> dict[str, Any]:
-    autoscaling = harness.Autoscaling(
-        scrape_seconds=SCRAPE_SECONDS,
-        hpa_sync_seconds=HPA_SYNC_SECONDS,
-        scale_down_stabilization_seconds=SCALE_DOWN_WINDOW_SECONDS,
-    )
+    autoscaling = harness.Autoscaling(scrape_seconds=SCRAPE_SECONDS, hpa_sync_seconds=HPA_SYNC_SECONDS)
     state = Path(tempfile.mkdtemp(prefix="planet-bench-scale-"))
     options = devstack.Options(state_dir=state, resync_seconds=2, autoscaling=autoscaling)
     try:

@@ -18,20 +18,20 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from tests.e2e import stack
+from tests.e2e.stack import kubectl_json, running
 
-from planet_harness import devstack, keda, workloads
+from planet_harness import devstack, workloads
 from planet_harness import stack as harness
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -54,31 +54,12 @@ PROMPT = workloads.PROMPT
 
 @pytest.fixture(scope="module")
 def dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[devstack.DevStack]:
-    state = Path(os.environ["PLANET_E2E_DIR"]) if "PLANET_E2E_DIR" in os.environ else None
-    options = devstack.Options(
-        state_dir=state or tmp_path_factory.mktemp("scale"), resync_seconds=2, autoscaling=AUTOSCALING
-    )
-    with devstack.up(options) as running:
-        yield running
-
-
-def kubectl_json(dev: devstack.DevStack, *args: str) -> dict[str, Any] | None:
-    found = dev.cluster.kubectl(*args, "-o", "json", check=False)
-    return None if found.returncode else dict(json.loads(found.stdout))
+    with running(tmp_path_factory.mktemp("scale"), autoscaling=AUTOSCALING) as dev:
+        yield dev
 
 
 def until(dev: devstack.DevStack, what: str, check: Callable[[], Any], timeout: float) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(1.0)
-    pods = dev.cluster.kubectl("get", "pods,hpa,scaledobjects", "-A", "-o", "wide", check=False).stdout
-    logs = {p.name: p.read_text(errors="replace")[-1500:] for p in sorted(dev.cluster.logs.glob("*.log"))}
-    logs.update(keda.pod_logs(dev.cluster))
-    raise AssertionError(f"timed out waiting for {what}; last {last!r}\n{pods}\n{json.dumps(logs)[-8000:]}")
+    return stack.until(dev, what, check, timeout, kinds="pods,hpa,scaledobjects")
 
 
 @dataclasses.dataclass

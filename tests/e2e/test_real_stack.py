@@ -15,16 +15,16 @@ import io
 import json
 import os
 import signal
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 from PIL import Image
+from tests.e2e.stack import kubectl, kubectl_json, running, until
 
 from planet_harness import devstack
 
@@ -78,32 +78,12 @@ PROMPT = {"color": "deep blue", "atmosphere": "frosted cloudy zones", "moons": "
 
 @pytest.fixture(scope="module")
 def dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[devstack.DevStack]:
-    state = Path(os.environ["PLANET_E2E_DIR"]) if "PLANET_E2E_DIR" in os.environ else None
-    options = devstack.Options(state_dir=state or tmp_path_factory.mktemp("dev"), resync_seconds=2)
-    with devstack.up(options) as running:
-        yield running
-
-
-def kubectl(dev: devstack.DevStack, *args: str, input: str | None = None) -> str:
-    return dev.cluster.kubectl(*args, input=input).stdout
+    with running(tmp_path_factory.mktemp("dev")) as dev:
+        yield dev
 
 
 def get(dev: devstack.DevStack, kind: str, name: str) -> dict[str, Any] | None:
-    found = dev.cluster.kubectl("get", kind, name, "-n", NS, "-o", "json", check=False)
-    return None if found.returncode else dict(json.loads(found.stdout))
-
-
-def until(dev: devstack.DevStack, what: str, check: Callable[[], Any], timeout: float = 600.0) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(1.0)
-    pods = dev.cluster.kubectl("get", "pods", "-A", "-o", "wide", check=False).stdout
-    logs = {p.name: p.read_text(errors="replace")[-1500:] for p in sorted(dev.cluster.logs.glob("*.log"))}
-    raise AssertionError(f"timed out waiting for {what}; last {last!r}\n{pods}\n{json.dumps(logs)[-5000:]}")
+    return kubectl_json(dev, "get", kind, name, "-n", NS)
 
 
 def post(dev: devstack.DevStack, url: str, body: dict[str, Any]) -> dict[str, Any]:
