@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 import pydantic
 
@@ -11,16 +11,7 @@ from planet_contracts.api.rules import RuledModel
 Phase = Literal[
     "Pending", "Building", "Deploying", "Progressing", "Ready", "Degraded", "RolledBack", "Failed"
 ]
-PHASES: tuple[Phase, ...] = (
-    "Pending",
-    "Building",
-    "Deploying",
-    "Progressing",
-    "Ready",
-    "Degraded",
-    "RolledBack",
-    "Failed",
-)
+PHASES: tuple[Phase, ...] = get_args(Phase)
 ConditionType = Literal["EnginesReady", "Ready", "RolloutProgressing", "Degraded"]
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import kopf
 
-from planet_contracts.api import resource
+from planet_contracts.api import resource, status
 from planet_operator import metrics
 from planet_operator.handlers import children
 from planet_operator.handlers.wakeups import WAKEUPS
@@ -173,14 +173,5 @@ def _stable(mapping: Any) -> tuple[tuple[str, str], ...]:
 
 
 def _publish_phases() -> None:
-    for phase in (
-        "Pending",
-        "Building",
-        "Deploying",
-        "Progressing",
-        "Ready",
-        "Degraded",
-        "RolledBack",
-        "Failed",
-    ):
+    for phase in status.PHASES:
         metrics.PIPELINES.labels(phase=phase).set(sum(1 for p in _PHASES.values() if p == phase))
