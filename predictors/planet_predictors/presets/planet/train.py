@@ -9,12 +9,16 @@ The stages, each trained on what the previous one made:
 
 1. ``vae``: an SDXL-shaped ``AutoencoderKL`` (8x, four latent channels) on crops of the renders;
    its ``scaling_factor`` is measured on the dataset's latents, as SDXL's was.
-2. ``unet``: a ``text_time`` UNet and both CLIP text encoders, jointly, on the latents of captioned
-   scenes (epsilon prediction, min-SNR weighting); captions are dropped to zeros one time in ten,
+2. ``text``: both CLIP text encoders, warmed up to name each caption's attributes (colour,
+   atmosphere, moons, sky) from their pooled and penultimate states. No pretrained CLIP can be
+   downloaded here, and encoders trained from scratch jointly with the UNet stayed too weak for
+   the UNet to follow colour or moons (docs/model.md); after the warm-up they are frozen.
+3. ``unet``: a ``text_time`` UNet on the latents of captioned scenes, conditioned on the frozen
+   encoders (epsilon prediction, min-SNR weighting); captions are dropped to zeros one time in ten,
    which is what the pipeline's ``force_zeros_for_empty_prompt`` feeds classifier-free guidance.
-3. ``lora``: peft LoRAs on the UNet's attention for a look (``ethereal``: a luminous halo, pastel
+4. ``lora``: peft LoRAs on the UNet's attention for a look (``ethereal``: a luminous halo, pastel
    bodies) and, for the rollout tests, a deliberately bad one (``offcentre``: planets past the region).
-4. ``upscaler``: a Real-ESRGAN Compact x2 on (downscaled, full) render pairs.
+5. ``upscaler``: a Real-ESRGAN Compact x2 on (downscaled, full) render pairs.
 """
 
 from __future__ import annotations
@@ -55,7 +59,9 @@ class Recipe:
     scenes: int = 3000
     vae_steps: int = 1500
     vae_batch: int = 8
-    unet_steps: int = 3000
+    text_steps: int = 300
+    text_batch: int = 32
+    unet_steps: int = 4000
     unet_batch: int = 16
     lora_steps: int = 250
     upscaler_steps: int = 500
@@ -65,7 +71,15 @@ class Recipe:
     def quick(cls) -> Recipe:
         """A few steps of everything (tests check the path, not the pictures)."""
         return cls(
-            scenes=24, vae_steps=2, vae_batch=2, unet_steps=2, unet_batch=4, lora_steps=2, upscaler_steps=2
+            scenes=24,
+            vae_steps=2,
+            vae_batch=2,
+            text_steps=2,
+            text_batch=4,
+            unet_steps=2,
+            unet_batch=4,
+            lora_steps=2,
+            upscaler_steps=2,
         )
 
 
@@ -252,7 +266,7 @@ def encode_latents(vae: Any, images: torch.Tensor, scaling: float) -> torch.Tens
 
 
 def _encode_text(parts: dict[str, Any], captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-    """What ``StableDiffusionXLPipeline.encode_prompt`` computes, with gradients."""
+    """What ``StableDiffusionXLPipeline.encode_prompt`` computes (with gradients where they are on)."""
     hidden = []
     pooled = torch.empty(0)
     for tok, enc in (("tokenizer", "text_encoder"), ("tokenizer_2", "text_encoder_2")):
@@ -263,6 +277,69 @@ def _encode_text(parts: dict[str, Any], captions: list[str]) -> tuple[torch.Tens
             pooled = out[0]
         hidden.append(out.hidden_states[-2])
     return torch.cat(hidden, dim=-1), pooled
+
+
+ATTRIBUTES = ("color", "atmosphere", "moons", "sky")
+
+
+def attribute_labels(drawn: list[scene.Scene]) -> dict[str, torch.Tensor]:
+    """Each scene's attribute values as class indices, one tensor per attribute."""
+    values = {name: sorted({getattr(s, name) for s in drawn}) for name in ATTRIBUTES}
+    return {name: torch.tensor([values[name].index(getattr(s, name)) for s in drawn]) for name in ATTRIBUTES}
+
+
+def warm_text(
+    parts: dict[str, Any], captions: list[str], labels: dict[str, torch.Tensor], recipe: Recipe, say: Say
+) -> float:
+    """Train both text encoders to name each caption's attributes; return the held-out accuracy.
+
+    Linear heads read the pooled embedding (what SDXL adds to the time embedding) and the mean of
+    the penultimate states (what cross-attention reads): both paths the UNet conditions on must
+    carry every attribute. The heads are thrown away; the encoders are frozen afterwards.
+    """
+    gen = torch.Generator().manual_seed(SEED + 15)
+    torch.manual_seed(SEED + 16)
+    classes = {name: int(labels[name].max()) + 1 for name in ATTRIBUTES}
+    heads = torch.nn.ModuleDict(
+        {
+            f"{path}_{name}": torch.nn.Linear(dim, n)
+            for path, dim in (("pooled", 64), ("states", 128))
+            for name, n in classes.items()
+        }
+    )
+    encoders = [parts["text_encoder"], parts["text_encoder_2"]]
+    params = [p for e in encoders for p in e.parameters()] + list(heads.parameters())
+    opt = torch.optim.AdamW(params, lr=1e-3, weight_decay=1e-2)
+    held = max(len(captions) // 10, 1)
+    train_idx = torch.arange(held, len(captions))
+    tick = _progress(say, "text", recipe.text_steps)
+
+    def logits(idx: torch.Tensor) -> dict[str, torch.Tensor]:
+        states, pooled = _encode_text(parts, [captions[i] for i in idx.tolist()])
+        mean = states.mean(dim=1)
+        return {key: head(pooled if key.startswith("pooled") else mean) for key, head in heads.items()}
+
+    for e in encoders:
+        e.train()
+    for step in range(1, recipe.text_steps + 1):
+        idx = train_idx[torch.randint(len(train_idx), (recipe.text_batch,), generator=gen)]
+        out = logits(idx)
+        loss = sum(F.cross_entropy(v, labels[k.split("_", 1)[1]][idx]) for k, v in out.items())
+        assert isinstance(loss, torch.Tensor)
+        opt.zero_grad(set_to_none=True)
+        _backward(loss)
+        opt.step()
+        tick(step, float(loss.detach()))
+    for e in encoders:
+        e.eval()
+        e.requires_grad_(False)
+    with torch.no_grad():
+        idx = torch.arange(held)
+        out = logits(idx)
+        right = [(v.argmax(dim=1) == labels[k.split("_", 1)[1]][idx]).float().mean() for k, v in out.items()]
+    accuracy = float(torch.stack(right).min())
+    say(f"[text] held-out attribute accuracy (worst head) {accuracy:.3f}")
+    return accuracy
 
 
 def _time_ids(n: int) -> torch.Tensor:
@@ -321,17 +398,16 @@ def train_unet(
     say: Say,
     snapshot: Callable[[int], None] | None = None,
 ) -> None:
-    """UNet and both text encoders together; ``snapshot(step)`` is called every 500 steps (to look at)."""
+    """The UNet on the frozen text encoders; ``snapshot(step)`` is called every 500 steps (to look at)."""
     gen = torch.Generator().manual_seed(SEED + 20)
     rng = np.random.default_rng(SEED + 21)
-    params = [p for k in ("unet", "text_encoder", "text_encoder_2") for p in parts[k].parameters()]
+    params = list(parts["unet"].parameters())
     opt = torch.optim.AdamW(params, lr=5e-4, weight_decay=1e-2)
     sched = torch.optim.lr_scheduler.OneCycleLR(
         opt, max_lr=5e-4, total_steps=max(recipe.unet_steps, 2), pct_start=0.05
     )
     tick = _progress(say, "unet", recipe.unet_steps)
-    for k in ("unet", "text_encoder", "text_encoder_2"):
-        parts[k].train()
+    parts["unet"].train()
     batches = _batches(len(latents), recipe.unet_batch, gen)
     for step in range(1, recipe.unet_steps + 1):
         idx = next(batches)
@@ -352,8 +428,7 @@ def train_unet(
         tick(step, float(loss.detach()))
         if snapshot is not None and step % 500 == 0 and step < recipe.unet_steps:
             snapshot(step)
-    for k in ("unet", "text_encoder", "text_encoder_2"):
-        parts[k].eval()
+    parts["unet"].eval()
 
 
 def train_lora(
@@ -454,6 +529,7 @@ def train(out: Path, recipe: Recipe, say: Say = print, *, base: Path | None = No
         parts["vae"].register_to_config(scaling_factor=scaling)
         say(f"[vae] latent scaling factor {scaling:.4f}")
         latents = encode_latents(parts["vae"], images, scaling)
+        warm_text(parts, captions, attribute_labels(drawn), recipe, say)
 
         def snapshot(step: int) -> None:
             diffusers.StableDiffusionXLPipeline(**parts).save_pretrained(out.with_name(f".{out.name}.step"))
