@@ -119,6 +119,16 @@ def read_manifest(engine_dir: Path | None, *, backend: str) -> dict[str, Any]:
     return manifest
 
 
+def component_path(engine_dir: Path | None, *, backend: str, component: str) -> Path:
+    """Where the manifest in ``engine_dir`` says ``component``'s engine file is."""
+    manifest = read_manifest(engine_dir, backend=backend)
+    assert engine_dir is not None  # read_manifest refused None
+    entry = manifest["components"].get(component)
+    if not isinstance(entry, dict) or "path" not in entry:
+        raise BackendUnavailable(f"{engine_dir / MANIFEST}: no components.{component}.path")
+    return engine_dir / str(entry["path"])
+
+
 def fallback_backend(backend: str, engine_dir: Path | None) -> tuple[str, str | None]:
     """The backend (and precision) to serve: ``backend``, or the fallback the engine build recorded.
 

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from planet_contracts.engines import MANIFEST, UNET_INPUTS, UNET_OUTPUT
-from planet_predictors.backends.base import read_manifest
+from planet_predictors.backends.base import component_path
 from planet_predictors.backends.graph import GraphForward
 from planet_predictors.backends.torch_diffusers import TorchBackend
 from planet_predictors.serving.errors import BackendUnavailable
@@ -31,12 +31,7 @@ class OnnxRuntimeBackend(TorchBackend):
     def _after_load(self) -> None:
         import onnxruntime as ort
 
-        manifest = read_manifest(self.settings.engine_dir, backend=self.name)
-        assert self.settings.engine_dir is not None
-        entry = manifest["components"].get("unet")
-        if not isinstance(entry, dict) or "path" not in entry:
-            raise BackendUnavailable(f"{self.settings.engine_dir / MANIFEST}: no components.unet.path")
-        path = self.settings.engine_dir / str(entry["path"])
+        path = component_path(self.settings.engine_dir, backend=self.name, component="unet")
         providers = ["CPUExecutionProvider"]
         if self.device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
             providers.insert(0, "CUDAExecutionProvider")

@@ -14,8 +14,8 @@ from typing import Any
 
 import torch
 
-from planet_contracts.engines import MANIFEST, UNET_OUTPUT
-from planet_predictors.backends.base import BackendSettings, read_manifest
+from planet_contracts.engines import UNET_OUTPUT
+from planet_predictors.backends.base import BackendSettings, component_path, read_manifest
 from planet_predictors.backends.graph import GraphForward
 from planet_predictors.backends.torch_diffusers import TorchBackend
 from planet_predictors.serving.errors import BackendUnavailable
@@ -53,12 +53,7 @@ class TensorRTBackend(TorchBackend):
     def _after_load(self) -> None:
         import tensorrt as trt
 
-        manifest = read_manifest(self.settings.engine_dir, backend=self.name)
-        assert self.settings.engine_dir is not None
-        entry = manifest["components"].get("unet")
-        if not isinstance(entry, dict) or "path" not in entry:
-            raise BackendUnavailable(f"{self.settings.engine_dir / MANIFEST}: no components.unet.path")
-        path = self.settings.engine_dir / str(entry["path"])
+        path = component_path(self.settings.engine_dir, backend=self.name, component="unet")
         logger = trt.Logger(trt.Logger.WARNING)
         runtime = trt.Runtime(logger)
         try:
