@@ -324,8 +324,9 @@ def warm_text(
     for step in range(1, recipe.text_steps + 1):
         idx = train_idx[torch.randint(len(train_idx), (recipe.text_batch,), generator=gen)]
         out = logits(idx)
-        loss = sum(F.cross_entropy(v, labels[k.split("_", 1)[1]][idx]) for k, v in out.items())
-        assert isinstance(loss, torch.Tensor)
+        loss = torch.stack(
+            [F.cross_entropy(v, labels[k.split("_", 1)[1]][idx]) for k, v in out.items()]
+        ).sum()
         opt.zero_grad(set_to_none=True)
         _backward(loss)
         opt.step()
