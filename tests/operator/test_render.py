@@ -268,6 +268,25 @@ def test_predictors_drain_for_the_request_timeout_before_they_are_killed(mode: s
             assert predictor["timeout"] == timeout
 
 
+def _thread_env(pipeline: Any) -> list[dict[str, Any]]:
+    objs = children.build_all(plans(pipeline, "standard")[0])
+    env = isvc(objs, "-generate")["spec"]["predictor"]["containers"][0]["env"]
+    return [e for e in env if e["name"] == "OMP_NUM_THREADS"]
+
+
+def test_predictors_size_torch_threads_from_the_cpu_limit() -> None:
+    _, pipeline = next(p for p in pipelines() if p[0] == "ethereal-planets.yaml")
+    # The downward API resolves it to the limit (the request, when none is set) in whole threads.
+    ref = {"resource": "limits.cpu", "divisor": "1"}
+    assert _thread_env(pipeline) == [{"name": "OMP_NUM_THREADS", "valueFrom": {"resourceFieldRef": ref}}]
+    serving = pipeline.spec.serving
+    no_cpu = serving.resources.model_copy(update={"requests": {"memory": "1Gi"}, "limits": {}})
+    gpu_only = serving.model_copy(update={"resources": no_cpu})
+    unbounded = pipeline.model_copy(update={"spec": pipeline.spec.model_copy(update={"serving": gpu_only})})
+    # No CPU limit: no number to size by, torch's own default stands.
+    assert _thread_env(unbounded) == []
+
+
 def test_build_job_fetches_remote_weights_with_the_storage_initializer() -> None:
     _, pipeline = next(p for p in pipelines() if p[0] == "ethereal-planets.yaml")
     job = next(o for o in children.build_all(plans(pipeline, "standard")[0]) if o["kind"] == "Job")

@@ -102,6 +102,7 @@ class Kubelet:
             api_port=api_port,
             resolve=images.resolve,
             image_env=images.env_of,
+            allocatable={"cpu": self.node.cpu, "memory": self.node.memory},
         )
         self.workers: dict[str, PodWorker] = {}
         self.stopping = threading.Event()

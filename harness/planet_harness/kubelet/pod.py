@@ -19,7 +19,7 @@ from kubernetes import client as k8s
 
 from planet_harness.kubelet.container import Container, expand
 from planet_harness.kubelet.network import Network
-from planet_harness.kubelet.volumes import Volumes, field
+from planet_harness.kubelet.volumes import Volumes, field, resource_field
 
 log = logging.getLogger("planet_harness.kubelet")
 #: Restart back-off after a crash, as the kubelet's (10 s doubling to 5 min), shortened for tests.
@@ -54,6 +54,7 @@ class Settings:
         api_port: int,
         resolve: Callable[[dict[str, Any]], list[str]],
         image_env: Callable[[str], dict[str, str]],
+        allocatable: dict[str, str] | None = None,
     ) -> None:
         self.node = node
         self.network = network
@@ -65,6 +66,8 @@ class Settings:
         self.resolve = resolve
         #: An image ▶ the environment it bakes in (the pod spec's env wins).
         self.image_env = image_env
+        #: What the Node reports allocatable: an unset limit reads as this through the downward API.
+        self.allocatable = allocatable or {}
 
 
 class PodWorker:
@@ -334,8 +337,17 @@ class PodWorker:
                 value = (secret.data or {}).get(ref["secretKeyRef"]["key"], "")
                 env[name] = base64.b64decode(value).decode() if value else ""
             elif "resourceFieldRef" in ref:
-                env[name] = "0"
+                wanted = ref["resourceFieldRef"]
+                env[name] = resource_field(self._named(spec, wanted), wanted, self.settings.allocatable)
         return env
+
+    def _named(self, spec: dict[str, Any], ref: dict[str, Any]) -> dict[str, Any]:
+        """The container a ``resourceFieldRef`` reads: ``containerName`` or, in env, this one."""
+        wanted = ref.get("containerName")
+        if not wanted:
+            return spec
+        every = [*self.pod["spec"].get("initContainers", []), *self.pod["spec"]["containers"]]
+        return next((c for c in every if c["name"] == wanted), spec)
 
     # --- status -------------------------------------------------------------------------------
 

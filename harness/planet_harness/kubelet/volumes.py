@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import base64
+import decimal
+import math
 from pathlib import Path
 from typing import Any
 
 from kubernetes import client as k8s
+
+from planet_operator.kube import quantity
 
 
 def _write(folder: Path, files: dict[str, bytes]) -> None:
@@ -124,3 +128,21 @@ def field(pod: dict[str, Any], path: str) -> str:
     for part in path.split("."):
         value = value.get(part, "") if isinstance(value, dict) else ""
     return str(value)
+
+
+def resource_field(container: dict[str, Any], ref: dict[str, Any], allocatable: dict[str, str]) -> str:
+    """A downward-API ``resourceFieldRef`` of ``container``, as the kubelet resolves it.
+
+    An unset limit reads as the node's allocatable (the kubelet's ``MergeContainerResourceLimits``);
+    the value is divided by ``divisor`` (default 1) and rounded up, so ``limits.cpu: 100m`` reads "1".
+    """
+    kind, _, name = str(ref["resource"]).partition(".")
+    resources = container.get("resources") or {}
+    value = (resources.get(kind) or {}).get(name)
+    if value is None and kind == "limits":
+        value = allocatable.get(name)
+    amount = quantity.parse(value) if value is not None else decimal.Decimal(0)
+    divisor = quantity.parse(ref.get("divisor") or 1) or decimal.Decimal(1)
+    if amount is None:
+        raise ValueError(f"{ref['resource']}: {value!r} is not a quantity")
+    return str(math.ceil(amount / divisor))
