@@ -30,6 +30,7 @@ import shutil
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -195,14 +196,14 @@ def build_components(tokenizer_dir: Path) -> dict[str, Any]:
 Say = Callable[[str], None]
 
 
-def _progress(say: Say, stage: str, total: int) -> Callable[[int, float], None]:
+def _progress(say: Say, stage: str, total: int, start: int = 0) -> Callable[[int, float], None]:
     started = time.monotonic()
     every = max(total // 20, 1)
 
     def tick(step: int, loss: float) -> None:
         if step % every == 0 or step == total:
             elapsed = time.monotonic() - started
-            eta = elapsed / step * (total - step)
+            eta = elapsed / (step - start) * (total - step)
             say(f"[{stage}] {step}/{total} loss {loss:.4f} ({elapsed:.0f}s, about {eta:.0f}s left)")
 
     return tick
@@ -398,8 +399,14 @@ def train_unet(
     recipe: Recipe,
     say: Say,
     snapshot: Callable[[int], None] | None = None,
+    *,
+    start: int = 0,
 ) -> None:
-    """The UNet on the frozen text encoders; ``snapshot(step)`` is called every 500 steps (to look at)."""
+    """The UNet on the frozen text encoders; ``snapshot(step)`` is called every 500 steps (to look at).
+
+    ``start`` resumes after that many steps (from a snapshot's weights): the learning-rate schedule
+    picks up where it was; Adam's moments start again from zero.
+    """
     gen = torch.Generator().manual_seed(SEED + 20)
     rng = np.random.default_rng(SEED + 21)
     params = list(parts["unet"].parameters())
@@ -407,10 +414,15 @@ def train_unet(
     sched = torch.optim.lr_scheduler.OneCycleLR(
         opt, max_lr=5e-4, total_steps=max(recipe.unet_steps, 2), pct_start=0.05
     )
-    tick = _progress(say, "unet", recipe.unet_steps)
+    with warnings.catch_warnings():
+        # Fast-forwarding a schedule before any optimizer step is the point here, not a mistake.
+        warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler.step\(\)`")
+        for _ in range(start):
+            sched.step()
+    tick = _progress(say, "unet", recipe.unet_steps, start)
     parts["unet"].train()
     batches = _batches(len(latents), recipe.unet_batch, gen)
-    for step in range(1, recipe.unet_steps + 1):
+    for step in range(start + 1, recipe.unet_steps + 1):
         idx = next(batches)
         batch_captions = [captions[i] for i in idx.tolist()]
         # One in twenty captions becomes a negative prompt: it should steer like "no condition".
@@ -502,11 +514,20 @@ def train_upscaler(drawn: list[scene.Scene], recipe: Recipe, say: Say) -> dict[s
 # -- the command ---------------------------------------------------------------------------------
 
 
-def train(out: Path, recipe: Recipe, say: Say = print, *, base: Path | None = None) -> Path:
+def train(
+    out: Path,
+    recipe: Recipe,
+    say: Say = print,
+    *,
+    base: Path | None = None,
+    resume: tuple[Path, int] | None = None,
+) -> Path:
     """Train every stage and write the preset folder ``out``.
 
     With ``base`` (a trained preset), its VAE, UNet and text encoders are kept and only the LoRAs and
-    the upscaler are trained: the later stages, rerun alone.
+    the upscaler are trained: the later stages, rerun alone. With ``resume`` (a UNet snapshot and the
+    step it was taken at), the snapshot's VAE and warmed text encoders are kept and the UNet trains on
+    from that step: an interrupted run, continued.
     """
     import diffusers as _diffusers
     from safetensors.torch import save_file
@@ -521,22 +542,29 @@ def train(out: Path, recipe: Recipe, say: Say = print, *, base: Path | None = No
     say(f"[data] rendering {recipe.scenes} scenes at {NATIVE[0]}x{NATIVE[1]}")
     drawn = scenes(recipe.scenes, seed=SEED)
     if base is None:
-        with tempfile.TemporaryDirectory(prefix="planetgen-tokenizer-") as tmp:
-            parts = build_components(tiny._write_tokenizer_files(Path(tmp), vocabulary(), merges=400))
         images = render_all(drawn)
         rng = np.random.default_rng(SEED + 5)
         captions = [caption(s, rng) for s in drawn]
-        scaling = train_vae(parts["vae"], images, drawn, recipe, say)
-        parts["vae"].register_to_config(scaling_factor=scaling)
-        say(f"[vae] latent scaling factor {scaling:.4f}")
+        if resume is None:
+            with tempfile.TemporaryDirectory(prefix="planetgen-tokenizer-") as tmp:
+                parts = build_components(tiny._write_tokenizer_files(Path(tmp), vocabulary(), merges=400))
+            scaling = train_vae(parts["vae"], images, drawn, recipe, say)
+            parts["vae"].register_to_config(scaling_factor=scaling)
+            say(f"[vae] latent scaling factor {scaling:.4f}")
+            warm_text(parts, captions, attribute_labels(drawn), recipe, say)
+        else:
+            parts = dict(diffusers.StableDiffusionXLPipeline.from_pretrained(str(resume[0])).components)
+            scaling = float(parts["vae"].config.scaling_factor)
+            for k in ("text_encoder", "text_encoder_2"):
+                parts[k].requires_grad_(False)
+            say(f"[resume] VAE, text encoders and the step-{resume[1]} UNet from {resume[0]}")
         latents = encode_latents(parts["vae"], images, scaling)
-        warm_text(parts, captions, attribute_labels(drawn), recipe, say)
 
         def snapshot(step: int) -> None:
             diffusers.StableDiffusionXLPipeline(**parts).save_pretrained(out.with_name(f".{out.name}.step"))
             say(f"[unet] snapshot at step {step} in {out.with_name(f'.{out.name}.step')}")
 
-        train_unet(parts, latents, captions, recipe, say, snapshot)
+        train_unet(parts, latents, captions, recipe, say, snapshot, start=resume[1] if resume else 0)
     else:
         parts = dict(diffusers.StableDiffusionXLPipeline.from_pretrained(str(base)).components)
         scaling = float(parts["vae"].config.scaling_factor)
@@ -568,6 +596,8 @@ def train(out: Path, recipe: Recipe, say: Say = print, *, base: Path | None = No
             else {}
         )
         record["base"] = previous
+    if resume is not None:
+        record["resumed"] = {"snapshot": str(resume[0]), "step": resume[1]}
     (staging / "planetgen-preset.json").write_text(json.dumps(record, indent=1))
     shutil.rmtree(out, ignore_errors=True)
     staging.rename(out)
@@ -581,9 +611,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--quick", action="store_true", help="a few steps of each stage (tests)")
     parser.add_argument("--base", type=Path, help="a trained preset: retrain only its LoRAs and upscaler")
+    parser.add_argument("--resume", type=Path, help="a UNet snapshot: train the UNet on from --resume-step")
+    parser.add_argument("--resume-step", type=int, default=0, help="the step of the --resume snapshot")
     args = parser.parse_args(argv)
+    if args.resume is not None and args.base is not None:
+        parser.error("--resume and --base: choose one")
     recipe = Recipe.quick() if args.quick else Recipe()
-    train(args.out, recipe, say=lambda m: print(m, flush=True), base=args.base)
+    if not 0 <= args.resume_step < recipe.unet_steps:
+        parser.error(f"--resume-step: between 0 and {recipe.unet_steps - 1}")
+    resume = (args.resume, args.resume_step) if args.resume is not None else None
+    train(args.out, recipe, say=lambda m: print(m, flush=True), base=args.base, resume=resume)
     return 0
 
 

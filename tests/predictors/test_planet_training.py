@@ -1,0 +1,53 @@
+"""The ``planet`` preset's training command, on the quick recipe: it writes a preset that loads like
+SDXL's weights, reruns its later stages on a base, and resumes an interrupted UNet run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from planet_predictors.presets.planet import train
+
+
+@pytest.mark.slow
+def test_the_training_command_writes_a_preset_that_loads_like_the_shipped_one(tmp_path: Path) -> None:
+    from diffusers import StableDiffusionXLPipeline
+
+    out = train.train(tmp_path / "planet", train.Recipe.quick(), say=lambda _m: None)
+    pipe = StableDiffusionXLPipeline.from_pretrained(str(out))
+    pipe.load_lora_weights(str(out / "loras" / "ethereal.safetensors"))
+    pipe.set_progress_bar_config(disable=True)
+    image = pipe("teal planet", width=384, height=160, num_inference_steps=1).images[0]
+    assert image.size == (384, 160)
+    assert sorted(p.name for p in (out / "loras").iterdir()) == [
+        "ethereal.safetensors",
+        "offcentre.safetensors",
+    ]
+    again = train.train(tmp_path / "retrained", train.Recipe.quick(), say=lambda _m: None, base=out)
+    assert (again / "upscaler-x2.safetensors").exists()
+    # A preset folder is a UNet snapshot too: the run goes on from step 1 with its encoders.
+    said: list[str] = []
+    resumed = train.train(tmp_path / "resumed", train.Recipe.quick(), say=said.append, resume=(out, 1))
+    record = json.loads((resumed / "planetgen-preset.json").read_text())
+    assert record["resumed"] == {"snapshot": str(out), "step": 1}
+    assert not any(m.startswith(("[vae]", "[text]")) for m in said)
+    assert any(m.startswith("[unet]") for m in said)
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["--resume", "snap", "--base", "w"], "--resume and --base"),
+        (["--resume", "snap", "--resume-step", "-1"], "--resume-step: between 0 and"),
+        (["--quick", "--resume", "snap", "--resume-step", "99999"], "--resume-step: between 0 and"),
+    ],
+)
+def test_bad_resume_arguments_exit_2_and_say_why(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], words: str
+) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        train.main(["--out", str(tmp_path / "out"), *args])
+    assert stopped.value.code == 2
+    assert words in capsys.readouterr().err
