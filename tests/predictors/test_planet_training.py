@@ -1,5 +1,6 @@
 """The ``planet`` preset's training command, on the quick recipe: it writes a preset that loads like
-SDXL's weights, reruns its later stages on a base, and resumes an interrupted UNet run."""
+SDXL's weights, reruns its later stages on a base, and resumes an interrupted UNet run; the latents it
+trains on are normalised per channel the way SDXL's pipelines undo it."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from planet_predictors.presets.planet import train
 
@@ -36,12 +38,36 @@ def test_the_training_command_writes_a_preset_that_loads_like_the_shipped_one(tm
     assert any(m.startswith("[unet]") for m in said)
 
 
+def test_latents_are_normalised_per_channel_as_the_pipeline_denormalises_them() -> None:
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(0)
+    vae = AutoencoderKL(
+        block_out_channels=[8], down_block_types=["DownEncoderBlock2D"], up_block_types=["UpDecoderBlock2D"],
+        latent_channels=4, norm_num_groups=4,
+    )  # fmt: skip
+    images = torch.rand(6, 3, 16, 16) * 2 - 1
+    said: list[str] = []
+    train.normalise_latents(vae, images, said.append)
+    latents = train.encode_latents(vae, images)
+    assert torch.allclose(latents.mean(dim=(0, 2, 3)), torch.zeros(4), atol=1e-5)
+    assert torch.allclose(latents.std(dim=(0, 2, 3)), torch.ones(4), atol=1e-5)
+    # What StableDiffusionXLPipeline (and the torch backend's decode) does before vae.decode.
+    mean = torch.tensor(vae.config.latents_mean).view(1, 4, 1, 1)
+    std = torch.tensor(vae.config.latents_std).view(1, 4, 1, 1)
+    with torch.no_grad():
+        raw = vae.encode(images).latent_dist.mean
+    assert torch.allclose(latents * std / vae.config.scaling_factor + mean, raw, atol=1e-5)
+    assert said and said[0].startswith("[vae] latents per channel")
+
+
 @pytest.mark.parametrize(
     ("args", "words"),
     [
         (["--resume", "snap", "--base", "w"], "--resume and --base"),
         (["--resume", "snap", "--resume-step", "-1"], "--resume-step: between 0 and"),
         (["--quick", "--resume", "snap", "--resume-step", "99999"], "--resume-step: between 0 and"),
+        (["--unet-steps", "1"], "--unet-steps: at least 2"),
     ],
 )
 def test_bad_resume_arguments_exit_2_and_say_why(

@@ -8,7 +8,8 @@ the same torch gives the same weights.
 The stages, each trained on what the previous one made:
 
 1. ``vae``: an SDXL-shaped ``AutoencoderKL`` (8x, four latent channels) on crops of the renders;
-   its ``scaling_factor`` is measured on the dataset's latents, as SDXL's was.
+   each latent channel's mean and deviation are measured on the dataset (``latents_mean`` and
+   ``latents_std``, as Playground v2.5's SDXL VAE records them).
 2. ``text``: both CLIP text encoders, warmed up to name each caption's attributes (colour,
    atmosphere, moons, sky) from their pooled and penultimate states. No pretrained CLIP can be
    downloaded here, and encoders trained from scratch jointly with the UNet stayed too weak for
@@ -133,7 +134,7 @@ def build_components(tokenizer_dir: Path) -> dict[str, Any]:
         layers_per_block=1,
         norm_num_groups=8,
         sample_size=NATIVE[1],
-        scaling_factor=1.0,  # measured after training
+        scaling_factor=1.0,  # latents_mean and latents_std are measured after training
     )
     text: dict[str, Any] = {
         "bos_token_id": 0,
@@ -209,12 +210,11 @@ def _progress(say: Say, stage: str, total: int, start: int = 0) -> Callable[[int
     return tick
 
 
-def train_vae(vae: Any, images: torch.Tensor, drawn: list[scene.Scene], recipe: Recipe, say: Say) -> float:
-    """Train on reconstruction (L1 + MSE) with a small KL; return the latent scaling factor.
+def train_vae(vae: Any, images: torch.Tensor, drawn: list[scene.Scene], recipe: Recipe, say: Say) -> None:
+    """Train on reconstruction (L1 + MSE) with a small KL.
 
     Crops are 64x64, four in five centred near a planet: a random crop is mostly sky, and the
-    planet's colour is what must survive. The scaling factor is one over the latents' standard
-    deviation, as SDXL's was measured.
+    planet's colour is what must survive.
     """
     gen = torch.Generator().manual_seed(SEED + 10)
     opt = torch.optim.AdamW(vae.parameters(), lr=5e-4, weight_decay=0.0)
@@ -254,16 +254,38 @@ def train_vae(vae: Any, images: torch.Tensor, drawn: list[scene.Scene], recipe: 
     say(
         f"[vae] reconstruction L1 {error:.4f}, mean shift per channel {', '.join(f'{c:+.3f}' for c in shift)}"
     )
-    return float(1.0 / means.std())
 
 
-def encode_latents(vae: Any, images: torch.Tensor, scaling: float) -> torch.Tensor:
-    """The dataset's latents (posterior means), scaled as the pipeline scales them."""
+def _posterior_means(vae: Any, images: torch.Tensor) -> torch.Tensor:
     with torch.no_grad():
-        return (
-            torch.cat([vae.encode(images[i : i + 32]).latent_dist.mean for i in range(0, len(images), 32)])
-            * scaling
-        )
+        return torch.cat([vae.encode(images[i : i + 32]).latent_dist.mean for i in range(0, len(images), 32)])
+
+
+def normalise_latents(vae: Any, images: torch.Tensor, say: Say) -> None:
+    """Record each latent channel's mean and deviation in the VAE's config (``latents_mean``/``_std``).
+
+    One scaling factor, as SDXL's, leaves this VAE's channels at deviations 0.13-0.82 and means up
+    to -1.35: the low ones drown in the noise early, the UNet must then predict them exactly, and
+    what it misses decodes as blobs in the sky. Per channel, as Playground v2.5's SDXL VAE, every
+    channel starts from the same signal-to-noise ratio; SDXL's pipelines and ours read both fields.
+    """
+    raw = _posterior_means(vae, images)
+    mean, std = raw.mean(dim=(0, 2, 3)).tolist(), raw.std(dim=(0, 2, 3)).tolist()
+    vae.register_to_config(latents_mean=mean, latents_std=std, scaling_factor=1.0)
+    means, stds = ", ".join(f"{m:+.3f}" for m in mean), ", ".join(f"{d:.3f}" for d in std)
+    say(f"[vae] latents per channel: mean {means}, std {stds}")
+
+
+def encode_latents(vae: Any, images: torch.Tensor) -> torch.Tensor:
+    """The dataset's latents (posterior means), normalised as the pipeline denormalises them."""
+    raw = _posterior_means(vae, images)
+    config = vae.config
+    scaling = float(config.scaling_factor)
+    mean, std = getattr(config, "latents_mean", None), getattr(config, "latents_std", None)
+    if mean is None or std is None:
+        return raw * scaling
+    shape = (1, len(mean), 1, 1)
+    return (raw - torch.tensor(mean).view(shape)) * scaling / torch.tensor(std).view(shape)
 
 
 def _encode_text(parts: dict[str, Any], captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -548,17 +570,18 @@ def train(
         if resume is None:
             with tempfile.TemporaryDirectory(prefix="planetgen-tokenizer-") as tmp:
                 parts = build_components(tiny._write_tokenizer_files(Path(tmp), vocabulary(), merges=400))
-            scaling = train_vae(parts["vae"], images, drawn, recipe, say)
-            parts["vae"].register_to_config(scaling_factor=scaling)
-            say(f"[vae] latent scaling factor {scaling:.4f}")
+            train_vae(parts["vae"], images, drawn, recipe, say)
+            normalise_latents(parts["vae"], images, say)
             warm_text(parts, captions, attribute_labels(drawn), recipe, say)
         else:
             parts = dict(diffusers.StableDiffusionXLPipeline.from_pretrained(str(resume[0])).components)
-            scaling = float(parts["vae"].config.scaling_factor)
             for k in ("text_encoder", "text_encoder_2"):
                 parts[k].requires_grad_(False)
             say(f"[resume] VAE, text encoders and the step-{resume[1]} UNet from {resume[0]}")
-        latents = encode_latents(parts["vae"], images, scaling)
+            if getattr(parts["vae"].config, "latents_mean", None) is None:
+                # A snapshot of the single-factor recipe: its UNet adapts to the per-channel latents.
+                normalise_latents(parts["vae"], images, say)
+        latents = encode_latents(parts["vae"], images)
 
         def snapshot(step: int) -> None:
             diffusers.StableDiffusionXLPipeline(**parts).save_pretrained(out.with_name(f".{out.name}.step"))
@@ -567,13 +590,12 @@ def train(
         train_unet(parts, latents, captions, recipe, say, snapshot, start=resume[1] if resume else 0)
     else:
         parts = dict(diffusers.StableDiffusionXLPipeline.from_pretrained(str(base)).components)
-        scaling = float(parts["vae"].config.scaling_factor)
         say(f"[base] VAE, UNet and text encoders from {base}")
     loras: dict[str, dict[str, torch.Tensor]] = {}
     for name, kwargs in (("ethereal", {"ethereal": True}), ("offcentre", {"offset": 0.12})):
         look = scenes(max(recipe.scenes // 4, 8), seed=SEED + 50 + len(loras), **kwargs)
         look_rng = np.random.default_rng(SEED + 60)
-        look_latents = encode_latents(parts["vae"], render_all(look), scaling)
+        look_latents = encode_latents(parts["vae"], render_all(look))
         loras[name] = train_lora(
             parts, look_latents, [caption(s, look_rng) for s in look], recipe, say, name=name
         )
@@ -613,10 +635,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--base", type=Path, help="a trained preset: retrain only its LoRAs and upscaler")
     parser.add_argument("--resume", type=Path, help="a UNet snapshot: train the UNet on from --resume-step")
     parser.add_argument("--resume-step", type=int, default=0, help="the step of the --resume snapshot")
+    parser.add_argument("--unet-steps", type=int, help="the UNet's steps (default: the recipe's)")
     args = parser.parse_args(argv)
     if args.resume is not None and args.base is not None:
         parser.error("--resume and --base: choose one")
     recipe = Recipe.quick() if args.quick else Recipe()
+    if args.unet_steps is not None:
+        if args.unet_steps < 2:
+            parser.error("--unet-steps: at least 2")
+        recipe = dataclasses.replace(recipe, unet_steps=args.unet_steps)
     if not 0 <= args.resume_step < recipe.unet_steps:
         parser.error(f"--resume-step: between 0 and {recipe.unet_steps - 1}")
     resume = (args.resume, args.resume_step) if args.resume is not None else None
