@@ -232,7 +232,7 @@ def _thread_env(resources: dict[str, Any]) -> list[dict[str, Any]]:
     """``OMP_NUM_THREADS`` from the container's CPU limit (rounded up), which torch sizes its threads by.
 
     Without it torch starts one thread per core of the node, whatever the limit: replicas packed on
-    one node then oversubscribe it (measured on two cores: ~6 s a request under load for 0.33 s alone)
+    one node then oversubscribe it (measured on two cores: p95 58 s under a burst for 0.33 s alone)
     and a CFS quota throttles each of them. With no CPU limit torch's own default stands.
     """
     if "cpu" not in resources["limits"]:

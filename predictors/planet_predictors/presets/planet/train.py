@@ -261,15 +261,16 @@ def _posterior_means(vae: Any, images: torch.Tensor) -> torch.Tensor:
         return torch.cat([vae.encode(images[i : i + 32]).latent_dist.mean for i in range(0, len(images), 32)])
 
 
-def normalise_latents(vae: Any, images: torch.Tensor, say: Say) -> None:
-    """Record each latent channel's mean and deviation in the VAE's config (``latents_mean``/``_std``).
+def normalise_latents(vae: Any, raw: torch.Tensor, say: Say) -> None:
+    """Record each channel's mean and deviation of ``raw`` (posterior means) in the VAE's config.
+
+    They go in as ``latents_mean`` and ``latents_std``.
 
     One scaling factor, as SDXL's, leaves this VAE's channels at deviations 0.13-0.82 and means up
     to -1.35: the low ones drown in the noise early, the UNet must then predict them exactly, and
     what it misses decodes as blobs in the sky. Per channel, as Playground v2.5's SDXL VAE, every
     channel starts from the same signal-to-noise ratio; SDXL's pipelines and ours read both fields.
     """
-    raw = _posterior_means(vae, images)
     mean, std = raw.mean(dim=(0, 2, 3)).tolist(), raw.std(dim=(0, 2, 3)).tolist()
     vae.register_to_config(latents_mean=mean, latents_std=std, scaling_factor=1.0)
     means, stds = ", ".join(f"{m:+.3f}" for m in mean), ", ".join(f"{d:.3f}" for d in std)
@@ -278,7 +279,11 @@ def normalise_latents(vae: Any, images: torch.Tensor, say: Say) -> None:
 
 def encode_latents(vae: Any, images: torch.Tensor) -> torch.Tensor:
     """The dataset's latents (posterior means), normalised as the pipeline denormalises them."""
-    raw = _posterior_means(vae, images)
+    return _to_pipeline(vae, _posterior_means(vae, images))
+
+
+def _to_pipeline(vae: Any, raw: torch.Tensor) -> torch.Tensor:
+    """Posterior means in the units the pipeline's UNet works in (the inverse of its decode step)."""
     config = vae.config
     scaling = float(config.scaling_factor)
     mean, std = getattr(config, "latents_mean", None), getattr(config, "latents_std", None)
@@ -571,17 +576,18 @@ def train(
             with tempfile.TemporaryDirectory(prefix="planetgen-tokenizer-") as tmp:
                 parts = build_components(tiny._write_tokenizer_files(Path(tmp), vocabulary(), merges=400))
             train_vae(parts["vae"], images, drawn, recipe, say)
-            normalise_latents(parts["vae"], images, say)
             warm_text(parts, captions, attribute_labels(drawn), recipe, say)
         else:
             parts = dict(diffusers.StableDiffusionXLPipeline.from_pretrained(str(resume[0])).components)
             for k in ("text_encoder", "text_encoder_2"):
                 parts[k].requires_grad_(False)
             say(f"[resume] VAE, text encoders and the step-{resume[1]} UNet from {resume[0]}")
-            if getattr(parts["vae"].config, "latents_mean", None) is None:
-                # A snapshot of the single-factor recipe: its UNet adapts to the per-channel latents.
-                normalise_latents(parts["vae"], images, say)
-        latents = encode_latents(parts["vae"], images)
+        # Encoded once: the normalisation is measured on the same means the UNet trains on.
+        raw = _posterior_means(parts["vae"], images)
+        if getattr(parts["vae"].config, "latents_mean", None) is None:
+            # A fresh VAE, or a snapshot of the single-factor recipe (its UNet adapts to these latents).
+            normalise_latents(parts["vae"], raw, say)
+        latents = _to_pipeline(parts["vae"], raw)
 
         def snapshot(step: int) -> None:
             diffusers.StableDiffusionXLPipeline(**parts).save_pretrained(out.with_name(f".{out.name}.step"))
