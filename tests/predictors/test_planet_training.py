@@ -77,3 +77,36 @@ def test_bad_resume_arguments_exit_2_and_say_why(
         train.main(["--out", str(tmp_path / "out"), *args])
     assert stopped.value.code == 2
     assert words in capsys.readouterr().err
+
+
+def test_the_vae_loss_weighs_a_colour_cast_above_noise_of_the_same_size() -> None:
+    torch.manual_seed(0)
+    target = torch.full((1, 3, 16, 16), -1.0)
+    target[:, :, 4:12, 4:12] = torch.tensor([0.6, -0.86, -0.68]).view(1, 3, 1, 1)  # a crimson body
+    cast = target + torch.tensor([-0.1, 0.1, -0.1]).view(1, 3, 1, 1)  # crimson drifting to amber
+    noise = target + torch.sign(torch.randn_like(target)) * 0.1  # the same |error|, no mean
+    grey = target + 0.1  # the same |error| and a cast too, but in brightness: the hue is kept
+    assert train.vae_loss(cast, target) > train.vae_loss(grey, target) > train.vae_loss(noise, target)
+
+
+def test_vae_crops_land_on_planets_and_moons() -> None:
+    drawn = [s for s in train.scenes(12, seed=3) if s.moon_list][:4]
+    images = train.render_all(drawn)
+    gen = torch.Generator().manual_seed(0)
+    crops = torch.cat([train._vae_crops(images, drawn, 64, gen) for _ in range(8)])
+    assert crops.shape == (32, 3, 64, 64)
+    bright = ((crops + 1) / 2).amax(dim=(1, 2, 3)) > 0.5  # a lit body, not just sky and stars
+    assert float(bright.float().mean()) >= 0.75
+
+
+@pytest.mark.slow
+def test_an_untrained_vae_loses_what_the_verifier_checks() -> None:
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(0)
+    vae = AutoencoderKL(
+        block_out_channels=[8, 8], down_block_types=["DownEncoderBlock2D"] * 2,
+        up_block_types=["UpDecoderBlock2D"] * 2, latent_channels=4, norm_num_groups=4,
+    ).eval()  # fmt: skip
+    drawn = train.scenes(4, seed=1)
+    assert train.round_trip_follows(vae, drawn) == 0
