@@ -7,7 +7,7 @@ the same torch gives the same weights.
 
 The stages, each trained on what the previous one made:
 
-1. ``vae``: an SDXL-shaped ``AutoencoderKL`` (8x, four latent channels) on crops of the renders;
+1. ``vae``: an SDXL-shaped ``AutoencoderKL`` (8x, four latent channels) on crops and whole renders;
    each latent channel's mean and deviation are measured on the dataset (``latents_mean`` and
    ``latents_std``, as Playground v2.5's SDXL VAE records them).
 2. ``text``: both CLIP text encoders, warmed up to name each caption's attributes (colour,
