@@ -24,7 +24,9 @@ RINGED = ("thin hazy rings", "auroral rings")
 #: Brightest any sky feature gets (max channel): the verifier's planet mask starts above it.
 SKY_CEILING = 0.07
 _RING_WIDTH = 1.75  # ring half-width, in planet radii
-_MOON_GREY = (0.74, 0.74, 0.78)
+# Neutral: the verifier calls a moon grey under 0.2 saturation, and its antialiased edge already mixes
+# in the blue-black sky (a bluish grey measured 0.13-0.16, leaving the VAE no room for a tint).
+_MOON_GREY = (0.76, 0.76, 0.76)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -214,9 +216,11 @@ def _sky(scene: Scene, u: Image, v: Image, rng: np.random.Generator, aspect: flo
         tint = np.array([0.9, 0.3, 0.8] if rng.random() < 0.5 else [0.3, 0.45, 1.0], dtype=np.float32)
         image += cloud[..., None] * tint * SKY_CEILING * 0.9
     if "galax" in sky:
+        # Dim enough that a star on the band, blurred by the VAE, stays under the body threshold
+        # (at 0.06 the band's stars came back as 40-170 pixel grey blobs: moons to the verifier).
         band = np.exp(-(((v - 0.5) - (u - aspect / 2) * 0.35) ** 2) / 0.02)
-        image += band[..., None] * np.array([1.0, 0.8, 0.55], dtype=np.float32) * SKY_CEILING * 0.85
-    n_stars = int(90 * aspect) if "galax" not in sky else int(140 * aspect)
+        image += band[..., None] * np.array([1.0, 0.8, 0.55], dtype=np.float32) * SKY_CEILING * 0.55
+    n_stars = int(90 * aspect)
     sx, sy = rng.uniform(0, aspect, n_stars), rng.uniform(0, 1, n_stars)
     brightness = rng.uniform(0.35, 0.9, n_stars)
     _dots(image, u, v, sx, sy, np.full(n_stars, 0.0035), brightness, np.array([1.0, 1.0, 1.0]))
@@ -225,8 +229,10 @@ def _sky(scene: Scene, u: Image, v: Image, rng: np.random.Generator, aspect: flo
         sx = np.array([corner - 0.04, corner + 0.05])
         sy = np.array([0.08, 0.12])
         glow = np.exp(-((u[..., None] - sx) ** 2 + (v[..., None] - sy) ** 2) / 0.01).sum(-1)
-        image += glow[..., None] * np.array([1.0, 0.85, 0.6], dtype=np.float32) * SKY_CEILING * 0.8
-        _dots(image, u, v, sx, sy, np.array([0.014, 0.011]), np.array([1.0, 0.95]), np.array([1.0, 0.9, 0.7]))
+        # Suns are orange and a few latent pixels wide, well clear of a moon's grey: small and at
+        # saturation 0.27, the VAE's round trip took them under the verifier's 0.2 (moons to it).
+        image += glow[..., None] * np.array([1.0, 0.6, 0.25], dtype=np.float32) * SKY_CEILING * 0.8
+        _dots(image, u, v, sx, sy, np.array([0.02, 0.016]), np.array([1.0, 0.95]), np.array([1.0, 0.6, 0.25]))
     return image
 
 

@@ -15,8 +15,9 @@ The stages, each trained on what the previous one made:
    downloaded here, and encoders trained from scratch jointly with the UNet stayed too weak for
    the UNet to follow colour or moons (docs/model.md); after the warm-up they are frozen.
 3. ``unet``: a ``text_time`` UNet on the latents of captioned scenes, conditioned on the frozen
-   encoders (epsilon prediction, min-SNR weighting); captions are dropped to zeros one time in ten,
-   which is what the pipeline's ``force_zeros_for_empty_prompt`` feeds classifier-free guidance.
+   encoders (v-prediction on a zero-terminal-SNR schedule, min-SNR weighting); captions are
+   dropped to zeros one time in ten, which is what the pipeline's ``force_zeros_for_empty_prompt``
+   feeds classifier-free guidance.
 4. ``lora``: peft LoRAs on the UNet's attention for a look (``ethereal``: a luminous halo, pastel
    bodies) and, for the rollout tests, a deliberately bad one (``offcentre``: planets past the region).
 5. ``upscaler``: a Real-ESRGAN Compact x2 on (downscaled, full) render pairs.
@@ -177,8 +178,14 @@ def build_components(tokenizer_dir: Path) -> dict[str, Any]:
         beta_end=0.012,
         beta_schedule="scaled_linear",
         steps_offset=1,
-        timestep_spacing="leading",
         num_train_timesteps=1000,
+        # Zero terminal SNR (v-prediction, sampling from t=999): with SDXL's schedule the noise at
+        # t=999 still carries 7 % of the image, summed over a planet's latents enough to read its
+        # colour, so the UNet could take the colour from the noise, not the prompt (docs/model.md:
+        # a small part of its colour failures).
+        prediction_type="v_prediction",
+        rescale_betas_zero_snr=True,
+        timestep_spacing="trailing",
     )
     return {
         "vae": vae,
@@ -305,10 +312,7 @@ def round_trip_follows(vae: Any, drawn: list[scene.Scene]) -> int:
     from planet_predictors.quality.verifier import Verifier
 
     verifier = Verifier()
-    images = render_all(drawn)
-    with torch.no_grad():
-        means = _posterior_means(vae, images)
-        recon = torch.cat([vae.decode(means[i : i + 16]).sample for i in range(0, len(means), 16)])
+    recon = _decode(vae, _posterior_means(vae, render_all(drawn)))
     follows = 0
     for s, image in zip(drawn, recon, strict=True):
         pixels = ((image.permute(1, 2, 0).clamp(-1, 1) + 1) / 2).numpy()
@@ -319,6 +323,11 @@ def round_trip_follows(vae: Any, drawn: list[scene.Scene]) -> int:
 def _posterior_means(vae: Any, images: torch.Tensor) -> torch.Tensor:
     with torch.no_grad():
         return torch.cat([vae.encode(images[i : i + 32]).latent_dist.mean for i in range(0, len(images), 32)])
+
+
+def _decode(vae: Any, latents: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return torch.cat([vae.decode(latents[i : i + 16]).sample for i in range(0, len(latents), 16)])
 
 
 def normalise_latents(vae: Any, raw: torch.Tensor, say: Say) -> None:
@@ -444,7 +453,7 @@ def diffusion_loss(
     *,
     drop: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Epsilon-prediction loss with min-SNR-5 weighting; ``drop`` marks captions replaced by zeros."""
+    """V-prediction loss with min-SNR-5 weighting; ``drop`` marks captions replaced by zeros."""
     scheduler = parts["scheduler"]
     alphas = scheduler.alphas_cumprod
     n = len(latents)
@@ -462,9 +471,12 @@ def diffusion_loss(
         encoder_hidden_states=states,
         added_cond_kwargs={"text_embeds": pooled, "time_ids": _time_ids(n)},
     ).sample
-    snr = alphas[t] / (1 - alphas[t])
+    velocity = a.sqrt() * noise - (1 - a).sqrt() * latents
+    # min-SNR-5 in v's terms (SNR + 1, as diffusers' training scripts): finite at zero SNR, where
+    # the UNet must draw the whole image from the prompt.
+    snr = alphas[t] / (1 - alphas[t]) + 1
     weight = torch.clamp(snr, max=5.0) / snr
-    loss: torch.Tensor = (weight.view(-1, 1, 1, 1) * (pred - noise) ** 2).mean()
+    loss: torch.Tensor = (weight.view(-1, 1, 1, 1) * (pred - velocity) ** 2).mean()
     return loss
 
 
