@@ -27,6 +27,7 @@ _RING_WIDTH = 1.75  # ring half-width, in planet radii
 # Neutral: the verifier calls a moon grey under 0.2 saturation, and its antialiased edge already mixes
 # in the blue-black sky (a bluish grey measured 0.13-0.16, leaving the VAE no room for a tint).
 _MOON_GREY = (0.76, 0.76, 0.76)
+_SUN = (1.0, 0.6, 0.25)  # the suns and their glow
 
 
 @dataclasses.dataclass(frozen=True)
@@ -231,8 +232,8 @@ def _sky(scene: Scene, u: Image, v: Image, rng: np.random.Generator, aspect: flo
         glow = np.exp(-((u[..., None] - sx) ** 2 + (v[..., None] - sy) ** 2) / 0.01).sum(-1)
         # Suns are orange and a few latent pixels wide, well clear of a moon's grey: small and at
         # saturation 0.27, the VAE's round trip took them under the verifier's 0.2 (moons to it).
-        image += glow[..., None] * np.array([1.0, 0.6, 0.25], dtype=np.float32) * SKY_CEILING * 0.8
-        _dots(image, u, v, sx, sy, np.array([0.02, 0.016]), np.array([1.0, 0.95]), np.array([1.0, 0.6, 0.25]))
+        image += glow[..., None] * np.array(_SUN, dtype=np.float32) * SKY_CEILING * 0.8
+        _dots(image, u, v, sx, sy, np.array([0.02, 0.016]), np.array([1.0, 0.95]), np.array(_SUN))
     return image
 
 
