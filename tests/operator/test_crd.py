@@ -204,6 +204,7 @@ def specs_to_check() -> Iterator[spec.PlanetPipelineSpec]:
         },
         {"serving": {"lanes": {"final": {"steps": 8}, "l" * 64: {"steps": 8}}}},
         {"serving": {"resources": {"requests": {"x" * 318: 1}, "limits": {}}}},
+        {"generation": {"verify": False, "regenerate": {"attempts": 2, "lanes": ["hero"]}}},
         {
             "generation": {
                 "prompt": {

@@ -309,6 +309,14 @@ INVALID: dict[str, tuple[str, dict[str, Any]]] = {
         "spec.serving.resources.requests",
         manifest(serving={"resources": {"requests": {"example.com/" + "x" * 306: 1}}}),
     ),
+    "regenerate needs verify: true (the verifier's score decides what is redrawn)": (
+        "spec.generation.regenerate.attempts",
+        manifest(generation={"verify": False, "regenerate": {"attempts": 2}}),
+    ),
+    "generation.regenerate.lanes must name lanes of serving.lanes": (
+        "spec.generation.regenerate.lanes",
+        manifest(generation={"regenerate": {"attempts": 2, "lanes": ["hero"]}}),
+    ),
     "LoRA names must be unique": (
         "spec.model.loras",
         manifest(

@@ -367,3 +367,98 @@ async def test_an_sdxl_answer_with_quality_passes_to_the_upscaler(
     model, _ = upscalers[True]
     parsed = inputs.parse(answer, model.limits)
     assert parsed.requests[0].seed == 1
+
+
+# -- generation.regenerate: final renders under the floor are drawn again ------------------------
+
+
+class SeededBackend(PlanetBackend):
+    """Draws the planet in the prompt's colour only for seeds in ``good``; teal otherwise."""
+
+    def __init__(self, good: set[int]) -> None:
+        super().__init__()
+        self.good = good
+        self.batches: list[list[int]] = []
+
+    def generate(
+        self, params: BatchParams, items: Sequence[Item], *, stop: Stop | None = None
+    ) -> list[Generated]:
+        self.batches.append([item.seed for item in items])
+        out = []
+        for item in items:
+            image = Image.new("RGB", (params.width, params.height))
+            radius = params.height * 0.3
+            cx, cy = params.width / 2, params.height / 2
+            fill = (200, 20, 40) if item.seed in self.good else (40, 170, 170)
+            ImageDraw.Draw(image).ellipse((cx - radius, cy - radius, cx + radius, cy + radius), fill=fill)
+            out.append(Generated(image, {"denoise": 0.0}))
+        return out
+
+
+def redraws(registry: CollectorRegistry, lane: str) -> float:
+    return registry.get_sample_value("planet_redraws_total", {**LABELS, "lane": lane}) or 0.0
+
+
+async def test_regenerate_serves_the_first_redraw_that_passes_with_its_seed() -> None:
+    from planet_predictors.sdxl.model import redraw_seed
+
+    second = redraw_seed(5, 2)
+    backend = SeededBackend(good={second})
+    model, registry = make_sdxl(backend, regenerate={"attempts": 3, "minScore": 0.7})
+    response, _ = await model({"instances": [{"prompt": "a crimson planet", "seed": 5}]})
+    [prediction] = response["predictions"]
+    # Seed 5 and its first redraw draw teal; the second redraw draws crimson and is served.
+    assert backend.batches == [[5], [redraw_seed(5, 1)], [second]]
+    assert prediction["seed"] == second
+    assert prediction["quality"]["failed"] == [] or "color" not in prediction["quality"]["failed"]
+    assert prediction["quality"]["draws"] == 3
+    assert imaging.read_provenance(base64.b64decode(prediction["image"]))["planetgen:seed"] == str(second)
+    # Only the served image is scored into the histogram; the redraws are counted apart.
+    assert count(registry, "final") == 1
+    assert redraws(registry, "final") == 2
+
+
+async def test_regenerate_keeps_the_best_try_when_none_passes_and_skips_what_passed() -> None:
+    backend = SeededBackend(good={1})
+    model, registry = make_sdxl(backend, regenerate={"attempts": 2, "minScore": 0.7})
+    body = {
+        "instances": [{"prompt": "a crimson planet", "seed": 1}, {"prompt": "a crimson planet", "seed": 9}]
+    }
+    response, _ = await model(body)
+    first, second = response["predictions"]
+    assert first["seed"] == 1 and "draws" not in first["quality"]
+    # Seed 9 never passes: both redraws run (only it is redrawn) and the original stays served.
+    assert [len(b) for b in backend.batches] == [2, 1, 1]
+    assert second["seed"] == 9 and second["quality"]["draws"] == 3
+    assert "color" in second["quality"]["failed"]
+    assert redraws(registry, "final") == 2
+
+
+async def test_regenerate_leaves_drafts_alone() -> None:
+    backend = SeededBackend(good=set())
+    model, registry = make_sdxl(backend, regenerate={"attempts": 3})
+    response, _ = await model({"instances": [{"prompt": "a crimson planet", "seed": 4, "lane": "draft"}]})
+    assert backend.batches == [[4]]
+    assert response["predictions"][0]["seed"] == 4
+    assert redraws(registry, "draft") == 0
+
+
+def test_regenerate_needs_the_verifier_and_known_lanes() -> None:
+    from planet_contracts.api import spec as api
+
+    unverified = api.PlanetPipelineSpec.model_validate(
+        {**SPEC, "generation": {"verify": False, "regenerate": {"attempts": 1}}}
+    )
+    [violation] = api.violations(unverified)
+    assert violation.path == "spec.generation.regenerate.attempts"
+    assert "verify" in violation.rule.message
+    pipeline = api.PlanetPipelineSpec.model_validate(
+        {**SPEC, "generation": {"regenerate": {"attempts": 1, "lanes": ["hero"]}}}
+    )
+    [violation] = api.violations(pipeline)
+    assert violation.path == "spec.generation.regenerate.lanes"
+    # Off (attempts 0), the default lanes need not exist.
+    quiet = api.PlanetPipelineSpec.model_validate(
+        {**SPEC, "serving": {"lanes": {"only": {"steps": 4}}, "defaultLane": "only"}}
+    )
+    assert api.violations(quiet) == []

@@ -198,6 +198,25 @@ class CompositionSpec(RuledModel):
     )
 
 
+class RegenerateSpec(RuledModel):
+    """Draw again with new seeds when the verifier scores an image under a floor (final renders only).
+
+    The best-scoring try is served, with the seed that made it; a draft lane never waits for it.
+    """
+
+    attempts: int = pydantic.Field(
+        default=0, ge=0, le=8, description="Extra tries per image under minScore (0: never redraw)."
+    )
+    min_score: float = pydantic.Field(
+        default=0.7, ge=0.0, le=1.0, description="An image the verifier scores under this is drawn again."
+    )
+    lanes: list[Annotated[str, pydantic.Field(max_length=63)]] = pydantic.Field(
+        default_factory=lambda: ["final"],
+        max_length=8,
+        description="Lanes whose images are redrawn (serving.lanes names).",
+    )
+
+
 class GenerationSpec(RuledModel):
     """Generation defaults and the limits requests may ask for."""
 
@@ -215,6 +234,7 @@ class GenerationSpec(RuledModel):
         description="Score each image with the verifier: the planet_quality_score histogram and each"
         " prediction's quality.",
     )
+    regenerate: RegenerateSpec = pydantic.Field(default_factory=RegenerateSpec)
 
     __rules__ = (
         Rule(
@@ -228,6 +248,12 @@ class GenerationSpec(RuledModel):
             message="steps must be <= maxSteps",
             field=".steps",
             check=lambda m: m.steps <= m.max_steps,
+        ),
+        Rule(
+            cel="self.verify || self.regenerate.attempts == 0",
+            message="regenerate needs verify: true (the verifier's score decides what is redrawn)",
+            field=".regenerate.attempts",
+            check=lambda m: m.verify or m.regenerate.attempts == 0,
         ),
     )
 
@@ -558,6 +584,16 @@ class PlanetPipelineSpec(RuledModel):
             message="every lane's steps must be <= generation.maxSteps",
             field=".serving.lanes",
             check=lambda m: all(lane.steps <= m.generation.max_steps for lane in m.serving.lanes.values()),
+        ),
+        Rule(
+            cel="self.generation.regenerate.attempts == 0"
+            " || self.generation.regenerate.lanes.all(l, l in self.serving.lanes)",
+            message="generation.regenerate.lanes must name lanes of serving.lanes",
+            field=".generation.regenerate.lanes",
+            check=lambda m: (
+                m.generation.regenerate.attempts == 0
+                or all(lane in m.serving.lanes for lane in m.generation.regenerate.lanes)
+            ),
         ),
         Rule(
             cel="!self.autoscaling.scaleToZero || self.serving.deploymentMode == 'knative'",

@@ -66,6 +66,12 @@ class Metrics:
             buckets=QUALITY_BUCKETS,
             registry=registry,
         )
+        self.redraws = Counter(
+            "planet_redraws",
+            "Images drawn again because the verifier scored them under generation.regenerate.minScore.",
+            [*base, "lane"],
+            registry=registry,
+        )
         self.engine_load = Gauge(
             "planet_engine_load_seconds",
             "Seconds to load and warm the backend.",
@@ -101,6 +107,10 @@ class Metrics:
         """Record the verifier's score of one image returned in ``lane``."""
         self.quality.labels(*self._base, lane).observe(score)
 
+    def count_redraws(self, lane: str, n: int) -> None:
+        """Count ``n`` images of ``lane`` drawn again (generation.regenerate)."""
+        self.redraws.labels(*self._base, lane).inc(n)
+
     def set_engine_load(self, backend: str, seconds: float) -> None:
         """Record the backend's load + warm-up time."""
         self.engine_load.labels(*self._base, backend).set(seconds)
@@ -113,5 +123,6 @@ class Metrics:
             self.images.labels(*self._base, lane)
             self.duration.labels(*self._base, lane, "total")
             self.quality.labels(*self._base, lane)
+            self.redraws.labels(*self._base, lane)
         for reason in errors.REASONS:
             self.errors.labels(*self._base, reason)

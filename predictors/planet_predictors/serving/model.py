@@ -84,7 +84,10 @@ class BatchedModel(kserve.Model, Generic[Req, Out]):  # type: ignore[misc]  # ks
 
     def score(self, image: Any, prompt: str, lane: str) -> Verdict | None:
         """The verifier's verdict on a finished image, recorded in ``planet_quality_score``."""
-        verdict = quality.judge(self.verifier, image, prompt)
+        return self.record(quality.judge(self.verifier, image, prompt), lane)
+
+    def record(self, verdict: Verdict | None, lane: str) -> Verdict | None:
+        """Record the verdict of an image about to be returned in ``planet_quality_score``."""
         if verdict is not None:
             self.metrics.observe_quality(lane, verdict.score)
         return verdict
