@@ -24,6 +24,8 @@ SUITES: dict[str, list[str]] = {
     "engines": [str(HERE / "engines.py")],
     "operator_scale": [str(HERE / "operator_scale.py"), "--sizes", "100", "500", "1000", "--steady", "60"],
     "autoscaling_sim": [str(HERE / "autoscaling_sim.py")],
+    "verifier": [str(HERE / "verifier.py"), "--scenes", "16", "--rounds", "3"],
+    "lora_fusion": [str(HERE / "lora_fusion.py")],
 }
 
 

@@ -19,6 +19,7 @@ from planet_contracts import engines
 from planet_predictors.backends import onnxruntime as ort_backend
 
 #: CLIP's context length; both SDXL text encoders use it.
+#: SDXL's CLIP length; used when a tokenizer does not say its own.
 SEQUENCE = 77
 
 
@@ -85,10 +86,22 @@ def _seeded(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+def sequence_of(pipe: Any) -> int:
+    """The tokenizer's padded length (77 for SDXL's; transformers reports a huge number when unset)."""
+    length = int(getattr(pipe.tokenizer, "model_max_length", SEQUENCE) or SEQUENCE)
+    return length if 0 < length <= 512 else SEQUENCE
+
+
+def latent_factor_of(pipe: Any) -> int:
+    """How much the VAE downsamples (8 for SDXL's four blocks), as diffusers' pipelines compute it."""
+    return int(2 ** (len(pipe.vae.config.block_out_channels) - 1))
+
+
 def unet(pipe: Any, request: BuildRequest) -> Component:
     """The denoiser: inputs and output named as the backends bind them."""
     model = pipe.unet
-    dims = ort_backend.unet_dims(model)
+    sequence = sequence_of(pipe)
+    dims = ort_backend.unet_dims(model, sequence=sequence) | {"latent_factor": latent_factor_of(pipe)}
     h, w = ort_backend.EXPORT_LATENT
     return Component(
         name="unet",
@@ -96,8 +109,12 @@ def unet(pipe: Any, request: BuildRequest) -> Component:
         input_names=engines.UNET_INPUTS,
         output_names=(engines.UNET_OUTPUT,),
         dynamic_axes=ort_backend.unet_dynamic_axes(),
-        example=lambda: ort_backend.unet_inputs(model, batch=2, height=h, width=w, generator=_seeded(1)),
-        check=lambda: ort_backend.unet_inputs(model, batch=3, height=8, width=12, generator=_seeded(2)),
+        example=lambda: ort_backend.unet_inputs(
+            model, batch=2, height=h, width=w, generator=_seeded(1), sequence=sequence
+        ),
+        check=lambda: ort_backend.unet_inputs(
+            model, batch=3, height=8, width=12, generator=_seeded(2), sequence=sequence
+        ),
         profile=shapes.unet_profile(
             dims, batch_sizes=request.batch_sizes, width=request.width, height=request.height
         ),
@@ -109,7 +126,7 @@ def vae_decoder(pipe: Any, request: BuildRequest) -> Component:
     """Latents ▶ images; height and width dynamic for ONNX Runtime, fixed by the profile for TensorRT."""
     vae = pipe.vae
     channels = int(vae.config.latent_channels)
-    dims = {"latent_channels": channels}
+    dims = {"latent_channels": channels, "latent_factor": latent_factor_of(pipe)}
     return Component(
         name="vae_decoder",
         module=_VaeDecoder(vae).eval(),
@@ -133,6 +150,7 @@ def text_encoder(pipe: Any, request: BuildRequest, *, second: bool) -> Component
     """One of SDXL's two CLIP encoders (the second adds the pooled projection ``text_embeds``)."""
     encoder = pipe.text_encoder_2 if second else pipe.text_encoder
     vocab = int(encoder.config.vocab_size)
+    sequence = sequence_of(pipe)
     pooled = "text_embeds" if second else "pooled"
     outputs = ("hidden_states", pooled)
     return Component(
@@ -141,9 +159,9 @@ def text_encoder(pipe: Any, request: BuildRequest, *, second: bool) -> Component
         input_names=("input_ids",),
         output_names=outputs,
         dynamic_axes={"input_ids": {0: "batch"}, **{name: {0: "batch"} for name in outputs}},
-        example=lambda: (torch.randint(0, vocab, (2, SEQUENCE), generator=_seeded(5)),),
-        check=lambda: (torch.randint(0, vocab, (3, SEQUENCE), generator=_seeded(6)),),
-        profile=shapes.text_encoder_profile({"sequence": SEQUENCE}, batch_sizes=request.batch_sizes),
+        example=lambda: (torch.randint(0, vocab, (2, sequence), generator=_seeded(5)),),
+        check=lambda: (torch.randint(0, vocab, (3, sequence), generator=_seeded(6)),),
+        profile=shapes.text_encoder_profile({"sequence": sequence}, batch_sizes=request.batch_sizes),
         extra={"vocab": vocab},
     )
 

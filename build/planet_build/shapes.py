@@ -31,7 +31,7 @@ def batch_range(batch_sizes: Sequence[int], *, guidance: bool) -> tuple[int, int
 
 
 def latent_size(width: int, height: int, *, factor: int = 8) -> tuple[int, int]:
-    """``(height, width)`` of the latent for an image (SDXL's VAE downsamples by 8)."""
+    """``(height, width)`` of the latent for an image (SDXL's VAE downsamples by 8, the planet's by 4)."""
     if width % factor or height % factor:
         raise ValueError(f"{width}x{height} is not a multiple of {factor}")
     return height // factor, width // factor
@@ -45,7 +45,7 @@ def _batched(rest: Shape, batches: tuple[int, int, int]) -> tuple[Shape, Shape, 
 def unet_profile(dims: Mapping[str, int], *, batch_sizes: Sequence[int], width: int, height: int) -> Profile:
     """The UNet's inputs (names from the ONNX export) at the spec's size, batch dynamic (CFG doubled)."""
     batches = batch_range(batch_sizes, guidance=True)
-    h, w = latent_size(width, height)
+    h, w = latent_size(width, height, factor=dims.get("latent_factor", 8))
     return {
         "sample": _batched((dims["latent_channels"], h, w), batches),
         "timestep": _batched((), batches),
@@ -59,7 +59,7 @@ def vae_decoder_profile(
     dims: Mapping[str, int], *, batch_sizes: Sequence[int], width: int, height: int
 ) -> Profile:
     """The VAE decoder decodes the served batch (guidance is done by then)."""
-    h, w = latent_size(width, height)
+    h, w = latent_size(width, height, factor=dims.get("latent_factor", 8))
     return {"latent": _batched((dims["latent_channels"], h, w), batch_range(batch_sizes, guidance=False))}
 
 

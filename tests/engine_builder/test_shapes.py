@@ -26,6 +26,32 @@ def test_unet_profile_at_the_reference_shape() -> None:
     assert profile["time_ids"][0] == (1, 6)
 
 
+def test_the_planet_presets_profiles_follow_its_tokenizer_and_4x_vae() -> None:
+    """The shipped preset pads text to 40 tokens and its VAE downsamples by 4, not SDXL's 77 and 8."""
+    from diffusers import StableDiffusionXLPipeline
+
+    from planet_build import components
+    from planet_predictors.presets import planet
+
+    pipe = StableDiffusionXLPipeline.from_pretrained(str(planet.folder()))
+    assert components.sequence_of(pipe) == 40
+    assert components.latent_factor_of(pipe) == 4 == pipe.vae_scale_factor
+    dims = {
+        "latent_channels": 4,
+        "cross_attention_dim": 128,
+        "text_embeds": 64,
+        "sequence": 40,
+        "time_ids": 6,
+    }
+    profile = shapes.unet_profile({**dims, "latent_factor": 4}, batch_sizes=[1, 2], width=384, height=160)
+    assert profile["sample"][2] == (4, 4, 40, 96)
+    assert profile["encoder_hidden_states"][2] == (4, 40, 128)
+    vae = shapes.vae_decoder_profile(
+        {"latent_channels": 4, "latent_factor": 4}, batch_sizes=[1], width=384, height=160
+    )
+    assert vae["latent"][0] == (1, 4, 40, 96)
+
+
 def test_every_profile_is_ordered_min_opt_max() -> None:
     profiles = [
         shapes.unet_profile(DIMS, batch_sizes=[1, 2, 4], width=1024, height=1024),

@@ -89,6 +89,19 @@ def test_the_vae_loss_weighs_a_colour_cast_above_noise_of_the_same_size() -> Non
     assert train.vae_loss(cast, target) > train.vae_loss(grey, target) > train.vae_loss(noise, target)
 
 
+def test_the_vae_loss_weighs_a_star_smeared_into_a_blob_above_a_faint_haze() -> None:
+    # A star on a black sky; two reconstructions with the same total error: the star smeared into a
+    # blob bright enough to pass for a moon, and the same error spread thin over the sky.
+    target = torch.full((1, 3, 16, 16), -1.0)
+    target[:, :, 8, 8] = -0.2
+    blob = target.clone()
+    blob[:, :, 7:10, 7:10] = torch.maximum(blob[:, :, 7:10, 7:10], torch.tensor(-0.7))
+    haze = target + (blob - target).abs().sum() / 3 / 256
+    assert float((blob - target).abs().sum()) == pytest.approx(float((haze - target).abs().sum()), rel=1e-4)
+    # Without the sky term the two cost about the same (1.06x); the blob must cost clearly more.
+    assert train.vae_loss(blob, target) > 1.5 * train.vae_loss(haze, target)
+
+
 def test_vae_crops_land_on_planets_and_moons() -> None:
     drawn = [s for s in train.scenes(12, seed=3) if s.moon_list][:4]
     images = train.render_all(drawn)

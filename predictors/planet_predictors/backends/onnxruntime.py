@@ -78,24 +78,33 @@ class UNetExportWrapper(torch.nn.Module):
         return out[0]  # type: ignore[no-any-return]
 
 
-def unet_dims(unet: Any) -> dict[str, int]:
-    """The UNet's fixed input sizes: latent channels, text width, pooled text width."""
+def unet_dims(unet: Any, *, sequence: int = 77) -> dict[str, int]:
+    """The UNet's input sizes: latent channels, text width and length, pooled text width.
+
+    ``sequence`` is the tokenizer's length (SDXL's CLIP: 77; a model with its own tokenizer differs).
+    """
     cfg = unet.config
     text_dim = int(unet.add_embedding.linear_1.in_features) - 6 * int(cfg.addition_time_embed_dim)
     return {
         "latent_channels": int(cfg.in_channels),
         "cross_attention_dim": int(cfg.cross_attention_dim),
         "text_embeds": text_dim,
-        "sequence": 77,
+        "sequence": sequence,
         "time_ids": 6,
     }
 
 
 def unet_inputs(
-    unet: Any, *, batch: int, height: int, width: int, generator: torch.Generator | None = None
+    unet: Any,
+    *,
+    batch: int,
+    height: int,
+    width: int,
+    generator: torch.Generator | None = None,
+    sequence: int = 77,
 ) -> tuple[torch.Tensor, ...]:
     """Random UNet inputs in ``UNET_INPUTS`` order for a latent of ``height`` x ``width``."""
-    dims = unet_dims(unet)
+    dims = unet_dims(unet, sequence=sequence)
     return (
         torch.randn(batch, dims["latent_channels"], height, width, generator=generator),
         torch.full((batch,), 10.0),
@@ -106,8 +115,12 @@ def unet_inputs(
 
 
 def unet_dynamic_axes() -> dict[str, dict[int, str]]:
-    """Batch is dynamic everywhere; the latent's height and width too (ONNX Runtime serves any size)."""
+    """Batch is dynamic everywhere; the latent's size and the text's length too.
+
+    ONNX Runtime then serves any size, and any tokenizer (SDXL's pad to 77, a preset's own to fewer).
+    """
     dynamic = {name: {0: "batch"} for name in UNET_INPUTS}
+    dynamic["encoder_hidden_states"] = {0: "batch", 1: "sequence"}
     dynamic["sample"] = {0: "batch", 2: "height", 3: "width"}
     dynamic[UNET_OUTPUT] = {0: "batch", 2: "height", 3: "width"}
     return dynamic

@@ -221,9 +221,11 @@ def _sky(scene: Scene, u: Image, v: Image, rng: np.random.Generator, aspect: flo
         # (at 0.06 the band's stars came back as 40-170 pixel grey blobs: moons to the verifier).
         band = np.exp(-(((v - 0.5) - (u - aspect / 2) * 0.35) ** 2) / 0.02)
         image += band[..., None] * np.array([1.0, 0.8, 0.55], dtype=np.float32) * SKY_CEILING * 0.55
-    n_stars = int(90 * aspect)
+    # Sparse and faint: a dense field of bright stars came back from the VAE as blobs, two close
+    # stars as one grey body of moon size (an extra moon to the verifier, and to the eye).
+    n_stars = int(60 * aspect)
     sx, sy = rng.uniform(0, aspect, n_stars), rng.uniform(0, 1, n_stars)
-    brightness = rng.uniform(0.35, 0.9, n_stars)
+    brightness = rng.uniform(0.1, 0.4, n_stars)
     _dots(image, u, v, sx, sy, np.full(n_stars, 0.0035), brightness, np.array([1.0, 1.0, 1.0]))
     if sky in ("twin suns", "binary sunrise"):
         corner = aspect - 0.12 if rng.random() < 0.5 else 0.12

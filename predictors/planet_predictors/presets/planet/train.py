@@ -1,13 +1,13 @@
 """Train the ``planet`` preset from its procedural dataset: VAE ▶ UNet with text encoders ▶ LoRAs ▶ upscaler.
 
 ``python -m planet_predictors.presets.planet.train --out DIR`` reproduces the shipped weights (about
-an hour on two CPU cores; ``--quick`` runs a few steps of each stage, for tests). Everything is
+85 minutes on two CPU cores; ``--quick`` runs a few steps of each stage, for tests). Everything is
 seeded; torch's CPU kernels run deterministically with the same thread count, so the same command on
 the same torch gives the same weights.
 
 The stages, each trained on what the previous one made:
 
-1. ``vae``: an SDXL-shaped ``AutoencoderKL`` (8x, four latent channels) on crops and whole renders;
+1. ``vae``: an ``AutoencoderKL`` (4x, four latent channels as SDXL's) on crops and whole renders;
    each latent channel's mean and deviation are measured on the dataset (``latents_mean`` and
    ``latents_std``, as Playground v2.5's SDXL VAE records them).
 2. ``text``: both CLIP text encoders, warmed up to name each caption's attributes (colour,
@@ -53,6 +53,10 @@ TEMPLATES = (
 NEGATIVE_WORDS = ("blurry", "text", "watermark", "lowres", "flat lighting", "low quality", "jpeg artifacts")
 MAX_TOKENS = 40
 SEED = 0
+#: The VAE's blocks: three, so it downsamples 4x (SDXL's four give 8x): a moonlet is then two latent
+#: pixels instead of one, a small moon four or five instead of two (docs/model.md).
+VAE_CHANNELS = (16, 32, 64)
+LATENT_SCALE = 2 ** (len(VAE_CHANNELS) - 1)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -60,11 +64,11 @@ class Recipe:
     """How long each stage trains; :meth:`quick` is the same code path in seconds."""
 
     scenes: int = 3000
-    vae_steps: int = 2500
+    vae_steps: int = 2000
     vae_batch: int = 8
     text_steps: int = 300
     text_batch: int = 32
-    unet_steps: int = 4000
+    unet_steps: int = 3000
     unet_batch: int = 16
     lora_steps: int = 250
     upscaler_steps: int = 500
@@ -126,14 +130,17 @@ def build_components(tokenizer_dir: Path) -> dict[str, Any]:
     diffusers: Any = _diffusers
     torch.manual_seed(SEED)
     vae = diffusers.AutoencoderKL(
-        block_out_channels=[16, 32, 32, 32],
+        block_out_channels=list(VAE_CHANNELS),
         in_channels=3,
         out_channels=3,
-        down_block_types=["DownEncoderBlock2D"] * 4,
-        up_block_types=["UpDecoderBlock2D"] * 4,
+        down_block_types=["DownEncoderBlock2D"] * len(VAE_CHANNELS),
+        up_block_types=["UpDecoderBlock2D"] * len(VAE_CHANNELS),
         latent_channels=4,
         layers_per_block=1,
         norm_num_groups=8,
+        # No attention in the mid-block: at 4x it would attend over every latent pixel (3840 at the
+        # native size, 15360 in the detail pass), and the convolutions alone keep colour and moons.
+        mid_block_add_attention=False,
         sample_size=NATIVE[1],
         scaling_factor=1.0,  # latents_mean and latents_std are measured after training
     )
@@ -157,21 +164,26 @@ def build_components(tokenizer_dir: Path) -> dict[str, Any]:
     text_encoder_2 = CLIPTextModelWithProjection(CLIPTextConfig(**text))
     torch.manual_seed(SEED + 3)
     unet = diffusers.UNet2DConditionModel(
-        sample_size=(NATIVE[1] // 8, NATIVE[0] // 8),
+        sample_size=(NATIVE[1] // LATENT_SCALE, NATIVE[0] // LATENT_SCALE),
         in_channels=4,
         out_channels=4,
-        block_out_channels=(32, 64, 96),
+        # Four levels on the 4x latents: the lower three are the 8x UNet's, at the same resolutions,
+        # and the top one (16 wide, convolutions only) is what the finer latents cost.
+        block_out_channels=(16, 32, 64, 96),
         layers_per_block=1,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-        attention_head_dim=(2, 4, 6),  # diffusers' name for the number of heads, as in SDXL's config
+        down_block_types=("DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
+        attention_head_dim=(1, 2, 4, 6),  # diffusers' name for the number of heads, as in SDXL's config
         use_linear_projection=True,
-        transformer_layers_per_block=(1, 1, 1),
+        transformer_layers_per_block=(1, 1, 1, 1),
+        # The time embedding carries the pooled prompt into every block; 4x the top width would be
+        # 64 wide, too narrow for colour, moons and sky beside the timestep.
+        time_embedding_dim=256,
         addition_embed_type="text_time",
         addition_time_embed_dim=16,
         projection_class_embeddings_input_dim=6 * 16 + 64,  # six time ids + text_encoder_2's projection
         cross_attention_dim=128,  # both encoders' penultimate states side by side
-        norm_num_groups=16,
+        norm_num_groups=8,
     )
     scheduler = diffusers.EulerDiscreteScheduler(
         beta_start=0.00085,
@@ -251,10 +263,15 @@ def vae_loss(recon: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
       measured colour to the neighbouring palette entry (crimson to amber, teal to deep blue).
     """
     err = recon - target
-    weight = 1 + 4 * ((target + 1) / 2).amax(dim=1, keepdim=True)
+    bright = ((target + 1) / 2).amax(dim=1, keepdim=True)
+    weight = 1 + 4 * bright
     chroma = err - err.mean(dim=1, keepdim=True)
     pixel = (weight * (err.abs() + err**2 + 2 * chroma.abs())).mean() / weight.mean()
-    loss: torch.Tensor = pixel + 4 * F.avg_pool2d(err, 8).abs().mean()
+    # Sky lifted towards the body threshold: a star smeared over a few pixels is a grey blob, which
+    # the verifier (and a viewer) counts as a moon. The sky must come back as dark as it went in.
+    sky = (bright < scene.SKY_CEILING + 0.01).float()
+    lifted = F.relu(((recon + 1) / 2).amax(dim=1, keepdim=True) - (scene.SKY_CEILING + 0.02))
+    loss: torch.Tensor = pixel + 4 * F.avg_pool2d(err, 8).abs().mean() + 20 * (sky * lifted).mean()
     return loss
 
 
@@ -376,6 +393,30 @@ def _encode_text(parts: dict[str, Any], captions: list[str]) -> tuple[torch.Tens
     return torch.cat(hidden, dim=-1), pooled
 
 
+class FrozenText:
+    """Captions ▶ the frozen encoders' (states, pooled), each distinct caption encoded once.
+
+    After the warm-up the encoders never change, and the dataset has a few thousand captions: the
+    UNet and LoRA stages would otherwise run both encoders on every batch.
+    """
+
+    def __init__(self, parts: dict[str, Any]) -> None:
+        self.parts = parts
+        self.cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def __call__(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(states, pooled)`` for ``captions``, as :func:`_encode_text` computes them."""
+        missing = [c for c in dict.fromkeys(captions) if c not in self.cache]
+        if missing:
+            with torch.no_grad():
+                states, pooled = _encode_text(self.parts, missing)
+            self.cache.update(zip(missing, zip(states, pooled, strict=True), strict=True))
+        return (
+            torch.stack([self.cache[c][0] for c in captions]),
+            torch.stack([self.cache[c][1] for c in captions]),
+        )
+
+
 ATTRIBUTES = ("color", "atmosphere", "moons", "sky")
 
 
@@ -447,6 +488,7 @@ def _time_ids(n: int) -> torch.Tensor:
 
 def diffusion_loss(
     parts: dict[str, Any],
+    text: FrozenText,
     latents: torch.Tensor,
     captions: list[str],
     gen: torch.Generator,
@@ -461,7 +503,7 @@ def diffusion_loss(
     noise = torch.randn(latents.shape, generator=gen)
     a = alphas[t].view(-1, 1, 1, 1)
     noisy = a.sqrt() * latents + (1 - a).sqrt() * noise
-    states, pooled = _encode_text(parts, captions)
+    states, pooled = text(captions)
     if drop is not None:
         keep = (~drop).float()
         states, pooled = states * keep.view(-1, 1, 1), pooled * keep.view(-1, 1)
@@ -521,6 +563,7 @@ def train_unet(
     tick = _progress(say, "unet", recipe.unet_steps, start)
     parts["unet"].train()
     batches = _batches(len(latents), recipe.unet_batch, gen)
+    text = FrozenText(parts)
     for step in range(start + 1, recipe.unet_steps + 1):
         idx = next(batches)
         batch_captions = [captions[i] for i in idx.tolist()]
@@ -531,7 +574,7 @@ def train_unet(
                     rng.choice(NEGATIVE_WORDS, size=int(rng.integers(1, 5)), replace=False)
                 )
         drop = torch.from_numpy(rng.random(len(idx)) < 0.1)
-        loss = diffusion_loss(parts, latents[idx], batch_captions, gen, drop=drop)
+        loss = diffusion_loss(parts, text, latents[idx], batch_captions, gen, drop=drop)
         opt.zero_grad(set_to_none=True)
         _backward(loss)
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -566,10 +609,11 @@ def train_lora(
     gen = torch.Generator().manual_seed(SEED + 30)
     tick = _progress(say, f"lora {name}", recipe.lora_steps)
     batches = _batches(len(latents), recipe.unet_batch, gen)
+    text = FrozenText(parts)
     unet.train()
     for step in range(1, recipe.lora_steps + 1):
         idx = next(batches)
-        loss = diffusion_loss(parts, latents[idx], [captions[i] for i in idx.tolist()], gen)
+        loss = diffusion_loss(parts, text, latents[idx], [captions[i] for i in idx.tolist()], gen)
         opt.zero_grad(set_to_none=True)
         _backward(loss)
         opt.step()
