@@ -462,3 +462,23 @@ def test_regenerate_needs_the_verifier_and_known_lanes() -> None:
         {**SPEC, "serving": {"lanes": {"only": {"steps": 4}}, "defaultLane": "only"}}
     )
     assert api.violations(quiet) == []
+
+
+async def test_regenerate_checks_redraw_only_on_the_named_failures() -> None:
+    from planet_predictors.sdxl.model import redraw_seed
+
+    first = redraw_seed(5, 1)
+    backend = SeededBackend(good={first})
+    # Every disc is too big for this region, so every image fails composition and scores under 0.7;
+    # with checks: [color] the first crimson one is served and no more are drawn.
+    model, registry = make_sdxl(
+        backend,
+        composition={"minDiameter": 0.1, "maxDiameter": 0.3},
+        regenerate={"attempts": 3, "checks": ["color"]},
+    )
+    response, _ = await model({"instances": [{"prompt": "a crimson planet", "seed": 5}]})
+    [prediction] = response["predictions"]
+    assert backend.batches == [[5], [first]]
+    assert prediction["seed"] == first and prediction["quality"]["draws"] == 2
+    assert prediction["quality"]["failed"] == ["composition"]
+    assert redraws(registry, "final") == 1

@@ -215,6 +215,12 @@ class RegenerateSpec(RuledModel):
         max_length=8,
         description="Lanes whose images are redrawn (serving.lanes names).",
     )
+    checks: list[Literal["planet", "composition", "color", "moons", "sharpness"]] = pydantic.Field(
+        default_factory=list,
+        max_length=5,
+        description="Redraw only when one of these verifier checks fails (empty: whenever the score is"
+        " under minScore). A native render that the upscale chain will sharpen can leave out sharpness.",
+    )
 
 
 class GenerationSpec(RuledModel):

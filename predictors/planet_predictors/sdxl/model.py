@@ -92,11 +92,17 @@ class SDXLModel(serving.BatchedModel[inputs.GenerateRequest, Drawn]):
         final render that fails its check costs another render, never a second slot.
         """
         rule = self.config.spec.generation.regenerate
+
+        def short(verdict: Verdict | None) -> bool:
+            if verdict is None:  # the verifier could not measure it: nothing to judge a redraw by
+                return False
+            if rule.checks:
+                return bool(set(rule.checks) & set(verdict.failed))
+            return verdict.score < rule.min_score
+
         best = [self._judged(d, r) for d, r in zip(drawn, batch, strict=True)]
         for attempt in range(1, rule.attempts + 1):
-            under = [
-                i for i, d in enumerate(best) if d.verdict is not None and d.verdict.score < rule.min_score
-            ]
+            under = [i for i, d in enumerate(best) if short(d.verdict)]
             if not under:
                 break
             seeds = [redraw_seed(batch[i].seed, attempt) for i in under]
@@ -109,10 +115,12 @@ class SDXLModel(serving.BatchedModel[inputs.GenerateRequest, Drawn]):
             for i, seed, generated in zip(under, seeds, again, strict=True):
                 tried = self._judged(Drawn(generated, seed, attempt + 1), batch[i])
                 kept = best[i]
+                # A try that passes where the kept one fell short wins; otherwise the higher score.
                 better = (
                     tried.verdict is not None
                     and kept.verdict is not None
-                    and tried.verdict.score > kept.verdict.score
+                    and (not short(tried.verdict), tried.verdict.score)
+                    > (not short(kept.verdict), kept.verdict.score)
                 )
                 best[i] = tried if better else dataclasses.replace(kept, draws=attempt + 1)
         return best
