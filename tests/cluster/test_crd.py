@@ -123,6 +123,14 @@ INVALID["attributes may list at most 256 values together"] = (
     },
     "spec.generation.prompt.attributes",
 )
+INVALID["regenerate needs verify: true (the verifier's score decides what is redrawn)"] = (
+    {"generation": {"verify": False, "regenerate": {"attempts": 2}}},
+    "spec.generation.regenerate.attempts",
+)
+INVALID["generation.regenerate.lanes must name lanes of serving.lanes"] = (
+    {"generation": {"regenerate": {"attempts": 2, "lanes": ["hero"]}}},
+    "spec.generation.regenerate.lanes",
+)
 INVALID["left must be < right"] = (
     {"generation": {"composition": {"left": 0.6, "right": 0.4}}},
     "spec.generation.composition.left",
