@@ -18,8 +18,7 @@ from planet_build.request import BuildRequest, upscaler_component
 from planet_contracts import engines
 from planet_predictors.backends import onnxruntime as ort_backend
 
-#: CLIP's context length; both SDXL text encoders use it.
-#: SDXL's CLIP length; used when a tokenizer does not say its own.
+#: CLIP's context length, both SDXL text encoders'; used when a tokenizer does not say its own.
 SEQUENCE = 77
 
 
@@ -93,8 +92,8 @@ def sequence_of(pipe: Any) -> int:
 
 
 def latent_factor_of(pipe: Any) -> int:
-    """How much the VAE downsamples (8 for SDXL's four blocks), as diffusers' pipelines compute it."""
-    return int(2 ** (len(pipe.vae.config.block_out_channels) - 1))
+    """How much the VAE downsamples (8 for SDXL's, 4 for the planet preset's): the pipeline's own figure."""
+    return int(pipe.vae_scale_factor)
 
 
 def unet(pipe: Any, request: BuildRequest) -> Component:

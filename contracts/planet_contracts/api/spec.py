@@ -199,13 +199,14 @@ class CompositionSpec(RuledModel):
 
 
 class RegenerateSpec(RuledModel):
-    """Draw again with new seeds when the verifier scores an image under a floor (final renders only).
+    """Draw again with new seeds when the verifier finds an image short (final renders only).
 
-    The best-scoring try is served, with the seed that made it; a draft lane never waits for it.
+    Short: scored under ``minScore``, or, with ``checks``, failing one of them. The first try that is
+    not short is served, else the best-scoring, with the seed that made it; drafts never wait for it.
     """
 
     attempts: int = pydantic.Field(
-        default=0, ge=0, le=8, description="Extra tries per image under minScore (0: never redraw)."
+        default=0, ge=0, le=8, description="Extra tries per image found short (0: never redraw)."
     )
     min_score: float = pydantic.Field(
         default=0.7, ge=0.0, le=1.0, description="An image the verifier scores under this is drawn again."

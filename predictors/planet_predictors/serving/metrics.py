@@ -68,7 +68,7 @@ class Metrics:
         )
         self.redraws = Counter(
             "planet_redraws",
-            "Images drawn again because the verifier scored them under generation.regenerate.minScore.",
+            "Images drawn again because the verifier found them short of generation.regenerate.",
             [*base, "lane"],
             registry=registry,
         )
