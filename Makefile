@@ -15,8 +15,10 @@ $(STAMP): pyproject.toml harness/pyproject.toml
 
 setup: $(STAMP)
 
+# The planet preset (trained here, shipped in the checkout) on the reference pipeline at its native size:
+# a 50-prompt contact sheet scored by the verifier, the upscale chain, a canary, a promotion, a rollback.
 demo: setup
-	$(VENV)/bin/planet demo
+	$(VENV)/bin/planet demo -f examples/planet-demo.yaml --sheet 50 --steps 0
 
 test: setup lint typecheck components
 	$(VENV)/bin/pytest

@@ -38,6 +38,8 @@ from planet_harness.controlplane import ControlPlane
 #: The contact sheet: this many fixed prompts, each attribute cycling through the manifest's values.
 SHEET_SIZE = 50
 SHEET_COLUMNS = 5
+#: The share of the sheet whose colour and moons should follow the prompt (docs/model.md's bar).
+SHEET_BAR = 0.8
 #: Structured prompts for the final renders: color ▶ atmosphere ▶ moons ▶ sky.
 PROMPTS: tuple[dict[str, str], ...] = (
     {"color": "deep blue", "atmosphere": "frosted cloudy zones", "moons": "no moons",
@@ -134,11 +136,11 @@ class Demo:
         status = self.wait(name, namespace, lambda s: s.get("phase") == "Ready" and s.get("url"), "Ready")
         url = str(status["url"])
         say(f"Ready in {time.monotonic() - started:.0f} s at {url}")
-        followed = self.contact_sheet(name, namespace)
+        self.contact_sheet(name, namespace)
         made = self.requests(url, name, namespace)
         rolled = self.rollout(name, namespace) if self.options.rollout else True
         say(f"images in {self.options.out.resolve()}; logs in {self.cluster.logs}")
-        return 0 if made == self.options.requests and rolled and followed else 1
+        return 0 if made == self.options.requests and rolled else 1
 
     def kubectl(self, *args: str, input: str | None = None) -> str:
         """The real kubectl, as the user runs it after ``. .planet/env``."""
@@ -206,13 +208,14 @@ class Demo:
             body["steps"] = self.options.steps
         return body
 
-    def contact_sheet(self, name: str, namespace: str) -> bool:
-        """The fixed prompts at the native size, as a contact sheet; True when at least 80 % follow.
+    def contact_sheet(self, name: str, namespace: str) -> None:
+        """The fixed prompts at the native size, as a contact sheet, and how many follow the prompt.
 
-        "Follow" is the verifier's count: neither the colour nor the moons check failed.
+        "Follow" is the verifier's count: neither the colour nor the moons check failed. The count is
+        the model's measure, reported against the 80 % bar; the demo fails on errors, not on it.
         """
         if self.options.sheet == 0:
-            return True
+            return
         from PIL import Image
 
         manifest = yaml.safe_load(self.options.manifest.read_text())
@@ -248,11 +251,12 @@ class Demo:
         followed = sum(r["follows"] for r in records)
         scores = [r["quality"]["score"] for r in records if "score" in r["quality"]]
         mean = sum(scores) / len(scores) if scores else float("nan")
+        bar = "meets" if followed >= SHEET_BAR * len(records) else "is under"
         say(
-            f"  colour and moons follow the prompt in {followed}/{len(records)} (the verifier's count); "
-            f"mean quality score {mean:.3f}; {self.options.out / 'contact-sheet.png'}"
+            f"  colour and moons follow the prompt in {followed}/{len(records)} (the verifier's count; "
+            f"{bar} the {SHEET_BAR:.0%} bar); mean quality score {mean:.3f}; "
+            f"{self.options.out / 'contact-sheet.png'}"
         )
-        return bool(followed >= 0.8 * len(records))
 
     def requests(self, url: str, name: str, namespace: str) -> int:
         """Raw images from the generate service, final ones through the pipeline; count the successes."""

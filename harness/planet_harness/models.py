@@ -10,6 +10,7 @@ LoRAs and upscaler) under ``planetgen`` URIs for ``examples/planet-demo.yaml``.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 from collections.abc import Callable
@@ -23,6 +24,10 @@ PLANET_UPSCALER = "s3://planetgen-models/upscalers/planet-compact-x2.pth"
 PLANET_LORA = "s3://planetgen-models/loras/planet-ethereal.safetensors"
 #: A deliberately bad LoRA (planets pushed past the composition region) for quality-gate tests.
 PLANET_BAD_LORA = "s3://planetgen-models/loras/planet-offcentre.safetensors"
+
+
+#: How a model is made: ``make(target, scratch)`` writes it at ``target``.
+Maker = Callable[[Path, Path], None]
 
 
 def path_of(store: Path, uri: str) -> Path:
@@ -70,7 +75,7 @@ def _planet_upscaler(target: Path, scratch: Path) -> None:
     torch.save(load_file(str(planet.upscaler())), target)
 
 
-def _planet_lora(look: str) -> Callable[[Path, Path], None]:
+def _planet_lora(look: str) -> Maker:
     def copy(target: Path, scratch: Path) -> None:
         from planet_predictors.presets import planet
 
@@ -80,8 +85,10 @@ def _planet_lora(look: str) -> Callable[[Path, Path], None]:
     return copy
 
 
+#: The URIs made from the shipped planet preset (remade when it is retrained).
+PLANET_MODELS = frozenset({PLANET, PLANET_UPSCALER, PLANET_LORA, PLANET_BAD_LORA})
 #: Every URI the store serves, and how its model is made.
-MODELS: dict[str, Callable[[Path, Path], None]] = {
+MODELS: dict[str, Maker] = {
     SDXL: _sdxl,
     UPSCALER: _upscaler,
     LORA: _lora,
@@ -92,14 +99,37 @@ MODELS: dict[str, Callable[[Path, Path], None]] = {
 }
 
 
+def source_stamp(uri: str) -> str:
+    """What a stored model was made from: the planet preset's record, or the tiny presets' seed.
+
+    Each training run writes its own record (``planetgen-preset.json``), so a retrained preset differs.
+    """
+    if uri not in PLANET_MODELS:
+        return "seeded"
+    from planet_predictors.presets import planet
+
+    try:
+        record = (planet.folder() / "planetgen-preset.json").read_bytes()
+    except FileNotFoundError:
+        return "missing"
+    return hashlib.sha256(record).hexdigest()
+
+
 def ensure(store: Path, *, say: Callable[[str], None] = print) -> Path:
-    """Fill ``store`` with every model in :data:`MODELS` that is not there yet; return ``store``."""
+    """Fill ``store`` with every model in :data:`MODELS` it lacks or holds stale; return ``store``.
+
+    Stale: made from an older planet preset than the checkout's (retrained since).
+    """
     scratch = store / ".presets"
+    stamps = store / ".stamps"
     for uri, make in MODELS.items():
         target = path_of(store, uri)
-        if target.exists():
+        stamp = stamps / hashlib.sha256(uri.encode()).hexdigest()[:16]
+        wanted = source_stamp(uri)
+        fresh = uri not in PLANET_MODELS or (stamp.exists() and stamp.read_text() == wanted)
+        if target.exists() and fresh:
             continue
-        say(f"model store: adding {uri} (once)")
+        say(f"model store: adding {uri} (once per version of its weights)")
         staging = target.with_name(f".{target.name}.{os.getpid()}")
         shutil.rmtree(staging, ignore_errors=True)
         staging.parent.mkdir(parents=True, exist_ok=True)
@@ -109,5 +139,9 @@ def ensure(store: Path, *, say: Callable[[str], None] = print) -> Path:
             say(f"model store: {uri} left out: {exc}")
             shutil.rmtree(staging, ignore_errors=True)
             continue
+        if target.is_dir():
+            shutil.rmtree(target)
         os.replace(staging, target)
+        stamps.mkdir(parents=True, exist_ok=True)
+        stamp.write_text(wanted)
     return store

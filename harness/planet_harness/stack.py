@@ -25,6 +25,8 @@ from planet_harness.node import NODE_IP, start_kubelet
 from planet_harness.processes import Process, Supervisor, free_port
 
 ROUTER_IMAGE = "kserve/router"
+#: The chart's operator image (``image.repository``).
+OPERATOR_IMAGE = "ghcr.io/planetgen/planet-operator"
 STORAGE_INITIALIZER_IMAGE = "kserve/storage-initializer"
 
 
@@ -76,6 +78,9 @@ def images(*, model_store: Path, pod_proxy: str, extra: Images | None = None) ->
     env = {
         # Go's ProxyFromEnvironment: *.svc.cluster.local through the gateway; no proxy for the node.
         ROUTER_IMAGE: {"HTTP_PROXY": pod_proxy, "NO_PROXY": NODE_IP},
+        # The operator's rollout analysis dials Prometheus by its Service name, through the gateway
+        # as through a cluster's egress proxy (aiohttp's trust_env); kopf dials the API server direct.
+        OPERATOR_IMAGE: {"HTTP_PROXY": pod_proxy, "NO_PROXY": NODE_IP},
         STORAGE_INITIALIZER_IMAGE: {"PLANET_MODEL_STORE": str(model_store)},
     }
     commands = {"python": sys.executable}

@@ -112,6 +112,41 @@ def test_vae_crops_land_on_planets_and_moons() -> None:
     assert float(bright.float().mean()) >= 0.75
 
 
+def test_the_loss_weighs_moon_pixels_and_only_those() -> None:
+    drawn = train.scenes(40, seed=3)
+    weights = train.loss_weights(drawn, 15.0)
+    h, w = train.NATIVE[1] // train.LATENT_SCALE, train.NATIVE[0] // train.LATENT_SCALE
+    assert weights.shape == (40, 1, h, w)
+    assert set(torch.unique(weights).tolist()) <= {1.0, 16.0}
+    for s, weight in zip(drawn, weights, strict=True):
+        heavy = weight[0] > 1
+        assert bool(heavy.any()) == bool(s.moon_list)
+        for moon in s.moon_list:  # each moon's centre is weighed; the planet's never is
+            assert heavy[min(int(moon.y * h), h - 1), min(int(moon.x * w), w - 1)]
+        assert not heavy[min(int(s.cy * h), h - 1), min(int(s.cx * w), w - 1)]
+    # Moons are a small part of a frame: the weighting shifts the loss toward them, not onto them.
+    assert 0.005 < float((weights > 1).float().mean()) < 0.05
+
+
+def test_the_weighting_is_normalised_and_moves_the_loss(tmp_path: Path) -> None:
+    from planet_predictors.presets import tiny
+
+    parts = train.build_components(tiny._write_tokenizer_files(tmp_path, train.vocabulary(), merges=50))
+    text = train.FrozenText(parts)
+    latents = torch.randn((2, 4, 40, 96), generator=torch.Generator().manual_seed(1))
+    corner = torch.ones((2, 1, 40, 96))
+    corner[:, :, :4, :4] = 16.0
+
+    def loss(where: torch.Tensor | None) -> float:
+        gen = torch.Generator().manual_seed(0)  # the same timesteps and noise for every call
+        with torch.no_grad():
+            return float(train.diffusion_loss(parts, text, latents, ["teal planet"] * 2, gen, where=where))
+
+    plain = loss(None)
+    assert loss(torch.full((2, 1, 40, 96), 16.0)) == pytest.approx(plain, rel=1e-5)  # scale-free
+    assert loss(corner) != pytest.approx(plain, rel=1e-3)
+
+
 @pytest.mark.slow
 def test_an_untrained_vae_loses_what_the_verifier_checks() -> None:
     from diffusers import AutoencoderKL

@@ -18,11 +18,13 @@ import pytest
 from kserve.protocol.infer_type import InferInput, InferRequest, InferResponse
 from PIL import Image, ImageDraw
 from prometheus_client import CollectorRegistry
+from scipy import ndimage
 from tests.predictors.conftest import upscale_config
 
-from planet_contracts.api.spec import CompositionSpec, GenerationSpec
+from planet_contracts.api.spec import CompositionSpec, PlanetPipelineSpec
 from planet_predictors import config, imaging
 from planet_predictors.backends.base import Backend, BackendSettings, BatchParams, Generated, Item, Stop
+from planet_predictors.quality import palette
 from planet_predictors.quality import spec as quality
 from planet_predictors.quality.region import Region
 from planet_predictors.quality.verifier import Verifier
@@ -55,10 +57,32 @@ def test_region_of_copies_every_field() -> None:
     )
 
 
+def pipeline_spec(**extra: Any) -> PlanetPipelineSpec:
+    return PlanetPipelineSpec.model_validate({**SPEC, **extra})
+
+
 def test_no_verifier_when_verify_is_false() -> None:
-    assert quality.verifier_of(GenerationSpec(verify=False)) is None
-    verifier = quality.verifier_of(GenerationSpec(composition=CompositionSpec(min_diameter=0.2)))
+    assert quality.verifier_of(pipeline_spec(generation={"verify": False})) is None
+    verifier = quality.verifier_of(pipeline_spec(generation={"composition": {"minDiameter": 0.2}}))
     assert verifier is not None and verifier.region.min_diameter == 0.2
+
+
+def test_sharpness_is_judged_on_final_images_only() -> None:
+    chain = {"upscale": {"model": {"uri": "/mnt/up"}, "stages": [{"type": "upscale", "factor": 2}]}}
+    alone, native, upscaled = (
+        quality.verifier_of(pipeline_spec(), final=False),
+        quality.verifier_of(pipeline_spec(**chain), final=False),
+        quality.verifier_of(pipeline_spec(**chain), final=True),
+    )
+    assert alone is not None and native is not None and upscaled is not None
+    assert (alone.sharpness, native.sharpness, upscaled.sharpness) == (True, False, True)
+    soft = np.zeros((160, 384, 3), dtype=np.float32)
+    yy, xx = np.mgrid[0:160, 0:384]
+    soft[np.hypot(xx - 192, yy - 80) < 45] = palette.COLORS["crimson"]
+    soft = ndimage.gaussian_filter(soft, sigma=(3, 3, 0))  # a smudged limb
+    assert "sharpness" in alone.verify(soft, "crimson planet").failed
+    verdict = native.verify(soft, "crimson planet")
+    assert verdict.failed == [] and "sharpness" not in {c.name for c in verdict.checks}
 
 
 def test_a_failing_verifier_gives_no_verdict(caplog: pytest.LogCaptureFixture) -> None:

@@ -220,7 +220,7 @@ class RegenerateSpec(RuledModel):
         default_factory=list,
         max_length=5,
         description="Redraw only when one of these verifier checks fails (empty: whenever the score is"
-        " under minScore). A native render that the upscale chain will sharpen can leave out sharpness.",
+        " under minScore). Sharpness is not judged on renders an upscale chain goes on to sharpen.",
     )
 
 

@@ -6,7 +6,7 @@ import logging
 
 from PIL import Image
 
-from planet_contracts.api.spec import CompositionSpec, GenerationSpec
+from planet_contracts.api.spec import CompositionSpec, PlanetPipelineSpec
 from planet_predictors.quality.region import Region
 from planet_predictors.quality.verifier import Verdict, Verifier
 
@@ -25,9 +25,21 @@ def region_of(spec: CompositionSpec) -> Region:
     )
 
 
-def verifier_of(spec: GenerationSpec) -> Verifier | None:
-    """The verifier for ``spec.generation``'s region, or None when ``verify`` is false."""
-    return Verifier(region_of(spec.composition)) if spec.verify else None
+def verifier_of(spec: PlanetPipelineSpec, *, final: bool = True) -> Verifier | None:
+    """The verifier for ``spec.generation``'s region, or None when ``verify`` is false.
+
+    ``final``: the images are what the client gets. A native render that the pipeline's upscale
+    chain goes on to sharpen is not judged on sharpness (the chain's output is).
+    """
+    generation = spec.generation
+    if not generation.verify:
+        return None
+    return Verifier(region_of(generation.composition), sharpness=final or not has_chain(spec))
+
+
+def has_chain(spec: PlanetPipelineSpec) -> bool:
+    """Whether generated images go on through upscale or detail stages."""
+    return spec.upscale is not None and bool(spec.upscale.stages)
 
 
 def judge(verifier: Verifier | None, image: Image.Image, prompt: str) -> Verdict | None:

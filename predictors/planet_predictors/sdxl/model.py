@@ -45,6 +45,7 @@ class SDXLModel(serving.BatchedModel[inputs.GenerateRequest, Drawn]):
     """Text-to-image SDXL predictor; ``ready`` only after a warm-up generation."""
 
     kind = "sdxl"
+    final = False
 
     def __init__(
         self, name: str, *, config: PipelineConfig, backend: Backend, serve: ServeSettings, metrics: Metrics

@@ -66,6 +66,9 @@ class BatchedModel(kserve.Model, Generic[Req, Out]):  # type: ignore[misc]  # ks
     ready: bool
     #: Names the model in its load log line ("sdxl (torch)").
     kind = "model"
+    #: Whether the images it returns are the pipeline's last (generate's go on through an upscale
+    #: chain when there is one, and are not judged on sharpness).
+    final = True
 
     def __init__(
         self, name: str, *, config: PipelineConfig, serve: ServeSettings, metrics: Metrics, backend_name: str
@@ -76,7 +79,7 @@ class BatchedModel(kserve.Model, Generic[Req, Out]):  # type: ignore[misc]  # ks
         self.metrics = metrics
         self.backend_name = backend_name
         #: None when ``generation.verify`` is false.
-        self.verifier = quality.verifier_of(config.spec.generation)
+        self.verifier = quality.verifier_of(config.spec, final=self.final)
         self.batcher: Batcher[Req, Out] | None = None
         self._load_lock = threading.Lock()
         # Load, warm-up and every batch share these threads (see load).

@@ -147,6 +147,17 @@ def _moons(
     return tuple(found)
 
 
+def moon_mask(scene: Scene, width: int, height: int, *, margin: float = 0.0) -> Image:
+    """``(height, width)``: 1 where a moon (grown by ``margin``, in units of the height) covers a pixel."""
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
+    u, v = (xs + 0.5) / height, (ys + 0.5) / height
+    mask = np.zeros((height, width), dtype=np.float32)
+    for moon in scene.moon_list:
+        near = np.hypot(u - moon.x * width / height, v - moon.y) < moon.r + margin
+        mask[near] = 1.0
+    return mask
+
+
 def render(scene: Scene, width: int, height: int) -> Image:
     """Paint ``scene`` as an ``(height, width, 3)`` float image in [0, 1]."""
     rng = np.random.default_rng(scene.seed)

@@ -70,6 +70,9 @@ class Recipe:
     text_batch: int = 32
     unet_steps: int = 3000
     unet_batch: int = 16
+    #: How much more a moon's latent pixels count in the diffusion loss than the rest: moons cover 1-2 %
+    #: of the frame, and with every pixel equal the UNet left them out (docs/model.md, run 10).
+    moon_weight: float = 15.0
     lora_steps: int = 250
     upscaler_steps: int = 500
     threads: int = 2
@@ -112,6 +115,16 @@ def render_all(drawn: list[scene.Scene], size: tuple[int, int] = NATIVE) -> torc
     for i, s in enumerate(drawn):
         out[i] = torch.from_numpy(scene.render(s, *size)).permute(2, 0, 1) * 2 - 1
     return out
+
+
+def loss_weights(drawn: list[scene.Scene], moon_weight: float) -> torch.Tensor:
+    """Per-pixel loss weights at the latents' size ``(n, 1, h, w)``: ``1 + moon_weight`` on moons, else 1.
+
+    A moon's weight reaches a latent pixel and a half past its edge, where it blurs into the sky.
+    """
+    h, w = NATIVE[1] // LATENT_SCALE, NATIVE[0] // LATENT_SCALE
+    masks = np.stack([scene.moon_mask(s, w, h, margin=1.5 / h) for s in drawn])
+    return torch.from_numpy(1.0 + moon_weight * masks).unsqueeze(1)
 
 
 def caption(s: scene.Scene, rng: np.random.Generator) -> str:
@@ -494,8 +507,12 @@ def diffusion_loss(
     gen: torch.Generator,
     *,
     drop: torch.Tensor | None = None,
+    where: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """V-prediction loss with min-SNR-5 weighting; ``drop`` marks captions replaced by zeros."""
+    """V-prediction loss with min-SNR-5 weighting.
+
+    ``drop`` marks captions replaced by zeros; ``where`` (:func:`loss_weights`) weighs latent pixels.
+    """
     scheduler = parts["scheduler"]
     alphas = scheduler.alphas_cumprod
     n = len(latents)
@@ -518,7 +535,10 @@ def diffusion_loss(
     # the UNet must draw the whole image from the prompt.
     snr = alphas[t] / (1 - alphas[t]) + 1
     weight = torch.clamp(snr, max=5.0) / snr
-    loss: torch.Tensor = (weight.view(-1, 1, 1, 1) * (pred - velocity) ** 2).mean()
+    err = (pred - velocity) ** 2
+    if where is not None:  # normalised, so the loss's scale (and the learning rate's meaning) stays
+        err = err * where / where.mean()
+    loss: torch.Tensor = (weight.view(-1, 1, 1, 1) * err).mean()
     return loss
 
 
@@ -542,8 +562,11 @@ def train_unet(
     snapshot: Callable[[int], None] | None = None,
     *,
     start: int = 0,
+    where: torch.Tensor | None = None,
 ) -> None:
     """The UNet on the frozen text encoders; ``snapshot(step)`` is called every 500 steps (to look at).
+
+    ``where`` weighs the loss's latent pixels (:func:`loss_weights`).
 
     ``start`` resumes after that many steps (from a snapshot's weights): the learning-rate schedule
     picks up where it was; Adam's moments start again from zero.
@@ -574,7 +597,8 @@ def train_unet(
                     rng.choice(NEGATIVE_WORDS, size=int(rng.integers(1, 5)), replace=False)
                 )
         drop = torch.from_numpy(rng.random(len(idx)) < 0.1)
-        loss = diffusion_loss(parts, text, latents[idx], batch_captions, gen, drop=drop)
+        loss = diffusion_loss(parts, text, latents[idx], batch_captions, gen, drop=drop,
+                              where=None if where is None else where[idx])  # fmt: skip
         opt.zero_grad(set_to_none=True)
         _backward(loss)
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -587,7 +611,14 @@ def train_unet(
 
 
 def train_lora(
-    parts: dict[str, Any], latents: torch.Tensor, captions: list[str], recipe: Recipe, say: Say, *, name: str
+    parts: dict[str, Any],
+    latents: torch.Tensor,
+    captions: list[str],
+    recipe: Recipe,
+    say: Say,
+    *,
+    name: str,
+    where: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """A rank-8 LoRA on the UNet's attention projections; returns its state dict in diffusers' keys."""
     import copy
@@ -613,7 +644,8 @@ def train_lora(
     unet.train()
     for step in range(1, recipe.lora_steps + 1):
         idx = next(batches)
-        loss = diffusion_loss(parts, text, latents[idx], [captions[i] for i in idx.tolist()], gen)
+        loss = diffusion_loss(parts, text, latents[idx], [captions[i] for i in idx.tolist()], gen,
+                              where=None if where is None else where[idx])  # fmt: skip
         opt.zero_grad(set_to_none=True)
         _backward(loss)
         opt.step()
@@ -709,7 +741,8 @@ def train(
             diffusers.StableDiffusionXLPipeline(**parts).save_pretrained(out.with_name(f".{out.name}.step"))
             say(f"[unet] snapshot at step {step} in {out.with_name(f'.{out.name}.step')}")
 
-        train_unet(parts, latents, captions, recipe, say, snapshot, start=resume[1] if resume else 0)
+        train_unet(parts, latents, captions, recipe, say, snapshot, start=resume[1] if resume else 0,
+                   where=loss_weights(drawn, recipe.moon_weight))  # fmt: skip
     else:
         parts = dict(diffusers.StableDiffusionXLPipeline.from_pretrained(str(base)).components)
         say(f"[base] VAE, UNet and text encoders from {base}")
@@ -718,9 +751,8 @@ def train(
         look = scenes(max(recipe.scenes // 4, 8), seed=SEED + 50 + len(loras), **kwargs)
         look_rng = np.random.default_rng(SEED + 60)
         look_latents = encode_latents(parts["vae"], render_all(look))
-        loras[name] = train_lora(
-            parts, look_latents, [caption(s, look_rng) for s in look], recipe, say, name=name
-        )
+        loras[name] = train_lora(parts, look_latents, [caption(s, look_rng) for s in look], recipe, say,
+                                 name=name, where=loss_weights(look, recipe.moon_weight))  # fmt: skip
     upscaler = train_upscaler(drawn, recipe, say)
     staging = out.with_name(f".{out.name}.partial")
     shutil.rmtree(staging, ignore_errors=True)
