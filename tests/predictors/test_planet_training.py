@@ -68,6 +68,7 @@ def test_latents_are_normalised_per_channel_as_the_pipeline_denormalises_them() 
         (["--resume", "snap", "--resume-step", "-1"], "--resume-step: between 0 and"),
         (["--quick", "--resume", "snap", "--resume-step", "99999"], "--resume-step: between 0 and"),
         (["--unet-steps", "1"], "--unet-steps: at least 2"),
+        (["--moon-weight", "-1"], "--moon-weight: at least 0"),
     ],
 )
 def test_bad_resume_arguments_exit_2_and_say_why(
