@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,6 +21,30 @@ def running(tmp: Path, **options: Any) -> Iterator[devstack.DevStack]:
     state = Path(os.environ["PLANET_E2E_DIR"]) if "PLANET_E2E_DIR" in os.environ else None
     with devstack.up(devstack.Options(state_dir=state or tmp, resync_seconds=2, **options)) as dev:
         yield dev
+
+
+def post(dev: devstack.DevStack, url: str, body: dict[str, Any], *, timeout: float = 180.0) -> dict[str, Any]:
+    """Through ``PLANET_PROXY``, as ``curl --proxy`` does."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({"http": dev.stack.proxy}))
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers={"content-type": "application/json"}
+    )
+    with opener.open(request, timeout=timeout) as reply:
+        parsed: dict[str, Any] = json.loads(reply.read())
+        return parsed
+
+
+def answer(dev: devstack.DevStack, url: str, body: dict[str, Any]) -> dict[str, Any] | None:
+    """:func:`post`'s answer, or None while the gateway cannot route ``url`` yet (502, 503).
+
+    Ready is KServe's word; the gateway publishes a new route or endpoint at its next sync.
+    """
+    try:
+        return post(dev, url, body)
+    except urllib.error.HTTPError as exc:
+        if exc.code in (502, 503):
+            return None
+        raise AssertionError(f"{exc.code}: {exc.read().decode(errors='replace')}") from None
 
 
 def kubectl(dev: devstack.DevStack, *args: str, input: str | None = None) -> str:

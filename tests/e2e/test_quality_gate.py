@@ -22,7 +22,6 @@ import re
 import threading
 import time
 import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -92,8 +91,8 @@ class Traffic:
     """Clients posting the fixed prompts through the pipeline's URL until stopped; answers by revision."""
 
     def __init__(self, dev: devstack.DevStack, url: str) -> None:
+        self.dev = dev
         self.url = url
-        self.opener = urllib.request.build_opener(urllib.request.ProxyHandler({"http": dev.stack.proxy}))
         self.stop = threading.Event()
         self.scores: dict[str, list[float]] = {}
         self.errors: list[int] = []
@@ -104,14 +103,10 @@ class Traffic:
         seed = offset
         while not self.stop.is_set():
             prompt = PROMPTS[seed % len(PROMPTS)]
-            body = json.dumps({"instances": [{"prompt": prompt, "seed": seed}]}).encode()
+            body = {"instances": [{"prompt": prompt, "seed": seed}]}
             seed += 2
-            request = urllib.request.Request(
-                self.url, data=body, headers={"content-type": "application/json"}
-            )
             try:
-                with self.opener.open(request, timeout=120) as reply:
-                    prediction = json.loads(reply.read())["predictions"][0]
+                prediction = stack.post(self.dev, self.url, body, timeout=120)["predictions"][0]
             except urllib.error.HTTPError as exc:
                 self.errors.append(exc.code)
                 time.sleep(0.5)
@@ -132,20 +127,6 @@ class Traffic:
         self.pool.shutdown()
 
 
-def _answers(dev: devstack.DevStack, url: str) -> bool:
-    """One request through ``url``: True when answered, False while the route is not published."""
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({"http": dev.stack.proxy}))
-    body = json.dumps({"instances": [{"prompt": PROMPTS[0], "seed": 0}]}).encode()
-    request = urllib.request.Request(url, data=body, headers={"content-type": "application/json"})
-    try:
-        with opener.open(request, timeout=120) as reply:
-            return reply.status == 200
-    except urllib.error.HTTPError as exc:
-        if exc.code in (502, 503):
-            return False
-        raise AssertionError(f"{exc.code}: {exc.read()[:300]!r}") from None
-
-
 def _apply(dev: devstack.DevStack, version: str, lora: str | None) -> None:
     manifest = json.loads(json.dumps(MANIFEST))
     manifest["spec"]["version"] = version
@@ -162,8 +143,8 @@ def test_a_bad_canary_is_rolled_back_and_a_good_one_promoted(dev: devstack.DevSt
     _apply(dev, "v1", None)
     first = until(dev, "v1 Ready", lambda: (s := status(dev)).get("phase") == "Ready" and s.get("url") and s)
     stable, url = first["stableRevision"], first["url"]
-    # Ready is KServe's word; the gateway routes the new hostname at its next sync (seconds later).
-    until(dev, "the pipeline's URL answers", lambda: _answers(dev, url))
+    until(dev, "the pipeline's URL answers",
+          lambda: stack.answer(dev, url, {"instances": [{"prompt": PROMPTS[0], "seed": 0}]}))  # fmt: skip
     with Traffic(dev, url) as traffic:
         _apply(dev, "v2", models.PLANET_BAD_LORA)
         bad = until(dev, "the bad canary", lambda: status(dev).get("canaryRevision"))

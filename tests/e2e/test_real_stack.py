@@ -15,8 +15,6 @@ import io
 import json
 import os
 import signal
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,7 +22,7 @@ from typing import Any
 import pytest
 import yaml
 from PIL import Image
-from tests.e2e.stack import kubectl, kubectl_json, running, until
+from tests.e2e.stack import answer, kubectl, kubectl_json, post, running, until
 
 from planet_harness import devstack
 
@@ -84,17 +82,6 @@ def dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[devstack.DevStack]
 
 def get(dev: devstack.DevStack, kind: str, name: str) -> dict[str, Any] | None:
     return kubectl_json(dev, "get", kind, name, "-n", NS)
-
-
-def post(dev: devstack.DevStack, url: str, body: dict[str, Any]) -> dict[str, Any]:
-    """Through ``PLANET_PROXY``, as ``curl --proxy`` does."""
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({"http": dev.stack.proxy}))
-    request = urllib.request.Request(
-        url, data=json.dumps(body).encode(), headers={"content-type": "application/json"}
-    )
-    with opener.open(request, timeout=180) as reply:
-        answer: dict[str, Any] = json.loads(reply.read())
-        return answer
 
 
 def ready_status(dev: devstack.DevStack) -> dict[str, Any] | None:
@@ -286,12 +273,7 @@ def _status_if(dev: devstack.DevStack, name: str, **expected: Any) -> dict[str, 
 
 
 def _answer(dev: devstack.DevStack, url: str, prompt: dict[str, str]) -> dict[str, Any] | None:
-    try:
-        return post(dev, url, {"instances": [{"prompt": prompt, "seed": 7}]})
-    except urllib.error.HTTPError as exc:
-        if exc.code in (502, 503):
-            return None  # endpoints not published yet
-        raise AssertionError(exc.read().decode(errors="replace")) from None
+    return answer(dev, url, {"instances": [{"prompt": prompt, "seed": 7}]})
 
 
 def _revision_answering(dev: devstack.DevStack, url: str, revision: str) -> bool:

@@ -34,12 +34,8 @@ def verifier_of(spec: PlanetPipelineSpec, *, final: bool = True) -> Verifier | N
     generation = spec.generation
     if not generation.verify:
         return None
-    return Verifier(region_of(generation.composition), sharpness=final or not has_chain(spec))
-
-
-def has_chain(spec: PlanetPipelineSpec) -> bool:
-    """Whether generated images go on through upscale or detail stages."""
-    return spec.upscale is not None and bool(spec.upscale.stages)
+    # An upscale spec has at least one stage: its presence is the chain's.
+    return Verifier(region_of(generation.composition), sharpness=final or spec.upscale is None)
 
 
 def judge(verifier: Verifier | None, image: Image.Image, prompt: str) -> Verdict | None:
