@@ -205,7 +205,8 @@ def test_engine_build_job_gates_the_deploy(cluster: Cluster, operator: Operator)
     batch = client.BatchV1Api(cluster.api)
     create(cluster, pipeline("built", engine={"backend": "onnxruntime", "precision": "fp32"}))
     jobs = wait_for("build Job", lambda: batch.list_namespaced_job(ns).items, log=operator)
-    assert phase(cluster, "built") == "Building"
+    # The handler creates the Job, then kopf writes its status patch: the phase lands a moment later.
+    wait_for("Building", lambda: phase(cluster, "built") == "Building", log=operator)
     assert services(cluster, "built") == []
     job = jobs[0]
     assert job.spec.template.spec.containers[0].command == ["python", "-m", "planet_build"]
