@@ -3,11 +3,10 @@
 ``planet dev up``'s stack (real control plane, KServe, the operator installed by its chart as a pod),
 then what a user does: ``kubectl apply`` the reference pipeline, wait for Ready, send structured
 prompts through ``status.url`` by way of ``PLANET_PROXY`` (generate ▶ KServe's router ▶ upscale
-chain), write the images to ``out/``, then a canary, a promotion and a rollback with ``kubectl planet``.
-
-This machine has no GPU: the reference manifest asks for TensorRT, so the node's fallback
-(``PLANET_ENGINE_FALLBACK=onnxruntime``) has the build Job compile ONNX Runtime engines under the
-operator's key and the generate predictor serve them; both say so in their logs and the manifest.
+chain), write the images to ``out/``, then a canary, a promotion and a rollback with ``kubectl
+planet``, and last the quality gate: a canary whose LoRA pushes the planet out of its region,
+scored by the verifier under live traffic and rolled back by the rollout analysis
+(``planet_quality_score`` in Prometheus under ``minQualityScore``).
 """
 
 from __future__ import annotations
@@ -23,6 +22,7 @@ import random
 import shutil
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -31,7 +31,8 @@ from typing import Any
 
 import yaml
 
-from planet_harness import devstack
+from planet_harness import devstack, models
+from planet_harness import stack as harness
 from planet_harness.cli import say, with_stack
 from planet_harness.controlplane import ControlPlane
 
@@ -77,6 +78,8 @@ class Options:
     sheet: int = 0
     timeout: float = 900.0
     rollout: bool = True
+    #: After the rollout: a canary with the off-centre LoRA, judged by the quality gate (needs rollout).
+    gate: bool = True
     state_dir: Path = Path(".planet/demo")
 
 
@@ -95,6 +98,7 @@ def add_parser(sub: Any) -> None:
     parser.add_argument("--state-dir", type=Path, default=Path(".planet/demo"))
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for each phase")
     parser.add_argument("--no-rollout", action="store_true", help="skip the canary / promote / rollback")
+    parser.add_argument("--no-gate", action="store_true", help="skip the quality gate's bad canary")
     parser.set_defaults(handler=run)
 
 
@@ -114,9 +118,12 @@ def run(args: argparse.Namespace) -> int:
         sheet=args.sheet,
         timeout=args.timeout,
         rollout=not args.no_rollout,
+        gate=not args.no_gate,
         state_dir=args.state_dir,
     )
-    stack = devstack.Options(state_dir=options.state_dir)
+    # Prometheus (and KEDA) at the products' own intervals: the rollout analysis, the quality gate
+    # included, reads the predictors' metrics from it.
+    stack = devstack.Options(state_dir=options.state_dir, autoscaling=harness.Autoscaling())
     return with_stack(stack, lambda dev, _stopping: Demo(dev, options).run(), on_signal=130)
 
 
@@ -139,8 +146,9 @@ class Demo:
         self.contact_sheet(name, namespace)
         made = self.requests(url, name, namespace)
         rolled = self.rollout(name, namespace) if self.options.rollout else True
+        gated = self.gate(name, namespace, url) if self.options.rollout and self.options.gate else True
         say(f"images in {self.options.out.resolve()}; logs in {self.cluster.logs}")
-        return 0 if made == self.options.requests and rolled else 1
+        return 0 if made == self.options.requests and rolled and gated else 1
 
     def kubectl(self, *args: str, input: str | None = None) -> str:
         """The real kubectl, as the user runs it after ``. .planet/env``."""
@@ -305,6 +313,51 @@ class Demo:
         say(f"  rolled back: {first} serves again")
         return True
 
+    def gate(self, name: str, namespace: str, url: str) -> bool:
+        """A canary with the off-centre LoRA under the manifest's own analysis while clients send prompts.
+
+        True when the gate rolls it back on a measured quality score (not "no data").
+        """
+        manifest = yaml.safe_load(self.options.manifest.read_text())
+        rollout = manifest["spec"].get("rollout") or {}
+        floor = (rollout.get("analysis") or {}).get("minQualityScore")
+        if floor is None or manifest["spec"]["model"]["base"]["uri"] != models.PLANET:
+            # The bad LoRA is trained on the planet preset: on another base it would not load.
+            say("quality gate: skipped (it needs the planet preset and rollout.analysis.minQualityScore)")
+            return True
+        say(f"quality gate: a canary whose LoRA pushes the planet out of its region, judged against "
+            f"minQualityScore {floor} every {rollout['analysis'].get('interval', '1m')}")  # fmt: skip
+        stable = str(self.pipeline(name, namespace)["status"]["stableRevision"])
+        bad = {"name": "offcentre", "uri": models.PLANET_BAD_LORA, "scale": 1.0}
+        change = {"spec": {"version": "v5", "model": {"loras": [bad]}, "rollout": rollout}}
+        traffic = _Traffic(self, url)
+        try:
+            self.kubectl("patch", "pp", name, "-n", namespace, "--type=merge", "-p", json.dumps(change))
+            canary = str(
+                self.wait(name, namespace, lambda s: s.get("canaryRevision"), "canary")["canaryRevision"]
+            )
+            say(
+                f"  canary {canary} (offcentre LoRA) next to stable {stable}; clients send the demo's prompts"
+            )
+
+            def ended(status: dict[str, Any]) -> bool:
+                return any(h["revision"] == canary and h["result"] != "Progressing"
+                           for h in status.get("history", []))  # fmt: skip
+
+            status = self.wait(name, namespace, ended, "judged")
+        finally:
+            traffic.stop()
+        record = next(h for h in status["history"] if h["revision"] == canary)
+        for revision, scores in sorted(traffic.scores.items()):
+            say(f"  {revision}: {len(scores)} images, mean quality score {sum(scores) / len(scores):.3f}")
+        say(f"  {record['result']}: {record.get('reason', '')}")
+        measured = "quality_score" in record.get("reason", "") and "no data" not in record.get("reason", "")
+        if record["result"] != "RolledBack" or not measured:
+            say("  the gate did not roll the canary back on a measured score")
+            return False
+        say(f"  rolled back by the gate: {stable} serves")
+        return True
+
     def plugin(self, *args: str) -> None:
         """``kubectl planet ...``: kubectl finds the plugin on PATH (the venv's bin)."""
         bin_dir = Path(sys.executable).parent
@@ -319,6 +372,38 @@ class Demo:
             say(f"    {line}")
         if result.returncode != 0:
             raise RuntimeError(f"kubectl planet {args[0]} failed with exit code {result.returncode}")
+
+
+class _Traffic:
+    """Two clients posting the demo's prompts through the pipeline's URL; quality scores by revision."""
+
+    def __init__(self, demo: Demo, url: str) -> None:
+        self.scores: dict[str, list[float]] = {}
+        self._timeout = demo.options.timeout
+        self._stop = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._client, args=(demo, url, i), daemon=True) for i in range(2)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def _client(self, demo: Demo, url: str, offset: int) -> None:
+        for seed in itertools.count(3000 + offset, 2):
+            if self._stop.is_set():
+                return
+            body = {"instances": [demo.instance(PROMPTS[seed % len(PROMPTS)], seed)]}
+            try:
+                prediction = demo.post(url, body)["predictions"][0]
+            except (RuntimeError, KeyError, OSError):
+                time.sleep(1.0)  # a route not published yet, or a revision going away: try again
+                continue
+            self.scores.setdefault(str(prediction.get("revision")), []).append(prediction["quality"]["score"])
+
+    def stop(self) -> None:
+        """Let the requests in flight finish."""
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=self._timeout)
 
 
 def _sheet(tiles: list[Any], path: Path) -> None:

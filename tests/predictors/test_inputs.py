@@ -46,6 +46,43 @@ def test_optional_attribute_without_value_leaves_no_dangling_comma() -> None:
         builder.render({}, field="p")
 
 
+def test_contrast_attributes_put_the_values_not_asked_for_in_the_negative_prompt() -> None:
+    spec = PlanetPipelineSpec.model_validate(
+        {
+            "model": {"base": {"uri": "/m"}},
+            "generation": {
+                "negativePrompt": "blurry",
+                "prompt": {
+                    "template": "{color} planet, {moons}",
+                    "attributes": [
+                        {"name": "color", "values": ["red", "blue"]},
+                        {
+                            "name": "moons",
+                            "values": ["no moons", "one moon", "two moons"],
+                            "default": "no moons",
+                            "contrast": True,
+                        },
+                    ],
+                },
+            },
+        }
+    )
+    limits = inputs.Limits.from_spec(spec, max_instances=4)
+    asked, default, own, free = inputs.parse(
+        {"instances": [{"prompt": {"color": "red", "moons": "one moon"}}, {"prompt": {"color": "blue"}},
+                       {"prompt": {"color": "red", "moons": "two moons"}, "negative_prompt": "dim"},
+                       {"prompt": "a red planet"}]},
+        limits,
+    ).requests  # fmt: skip
+    assert asked.negative_prompt == "blurry, no moons, two moons"
+    assert default.negative_prompt == "blurry, one moon, two moons"
+    assert own.negative_prompt == "dim, no moons, one moon"
+    assert free.negative_prompt == "blurry", "free text names no attribute to contrast"
+    # Without contrast (the default) the negative prompt is the configured one.
+    [plain] = inputs.parse({"instances": [{"prompt": {"color": "teal"}}]}, LIMITS).requests
+    assert plain.negative_prompt == config.default().spec.generation.negative_prompt
+
+
 def test_unsupported_value_lists_allowed_values() -> None:
     with pytest.raises(BadRequest) as info:
         inputs.parse({"instances": [{"prompt": {"color": "plaid"}}]}, LIMITS)

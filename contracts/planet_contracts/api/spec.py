@@ -101,6 +101,13 @@ class PromptAttribute(RuledModel):
     #: Bounded like ``values``: the API server prices each CEL rule by the longest input it can get.
     default: str | None = pydantic.Field(default=None, max_length=120)
     required: bool = True
+    contrast: bool = pydantic.Field(
+        default=False,
+        description=(
+            "Steer away from this attribute's other values: a structured request's negative prompt "
+            "gets them, so guidance pushes from the values not asked for (counts, such as moons)."
+        ),
+    )
 
     __rules__ = (
         Rule(

@@ -129,6 +129,9 @@ def parse_instance(item: object, field: str, limits: Limits) -> GenerateRequest:
             f"{field}.negative_prompt",
             f"{len(negative)} characters; the limit is {limits.prompts.max_free_text_length}",
         )
+    # A structured prompt's contrast attributes add the values it did not pick (PromptAttribute.contrast).
+    contrast = limits.prompts.contrast(item["prompt"])
+    negative = ", ".join(part for part in (negative, *contrast) if part.strip())
     seed = item.get("seed")
     seed = (
         secrets.randbelow(2**32)

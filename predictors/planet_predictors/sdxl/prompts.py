@@ -69,6 +69,17 @@ class PromptBuilder:
             return self._structured(prompt, field=field)
         raise BadRequest(field, "must be an object of attributes or a string of free text")
 
+    def contrast(self, prompt: object) -> list[str]:
+        """The values of ``contrast`` attributes a structured ``prompt`` did not pick (after render)."""
+        if not isinstance(prompt, Mapping):
+            return []
+        unpicked: list[str] = []
+        for name, attribute in self.attributes.items():
+            picked = prompt.get(name, attribute.default)
+            if attribute.contrast and picked is not None:
+                unpicked += [v for v in attribute.values if v != picked]
+        return unpicked
+
     def _free_text(self, text: str, *, field: str) -> str:
         text = " ".join(texts.checked(text, field).split())
         if not text:
