@@ -35,6 +35,19 @@ INVALID: dict[str, tuple[dict[str, Any], str]] = {
         },
         "spec.generation.prompt.attributes[0].default",
     ),
+    "contrast needs at most 8 values (the rest would be cut off)": (
+        {
+            "generation": {
+                "prompt": {
+                    "template": "{color} planet",
+                    "attributes": [
+                        {"name": "color", "values": [f"c{i}" for i in range(9)], "contrast": True}
+                    ],
+                }
+            }
+        },
+        "spec.generation.prompt.attributes[0].contrast",
+    ),
     "attribute names must be unique": (
         {
             "generation": {

@@ -183,6 +183,7 @@ def specs_to_check() -> Iterator[spec.PlanetPipelineSpec]:
                     "attributes": [
                         {"name": "color", "values": ["red"], "default": "blue"},
                         {"name": "sky", "values": ["dark"]},
+                        {"name": "moons", "values": [f"{n} moons" for n in range(9)], "contrast": True},
                     ],
                 }
             }

@@ -334,6 +334,19 @@ INVALID: dict[str, tuple[str, dict[str, Any]]] = {
             }
         ),
     ),
+    "contrast needs at most 8 values (the rest would be cut off)": (
+        "spec.generation.prompt.attributes[0].contrast",
+        manifest(
+            generation={
+                "prompt": {
+                    **PROMPT,
+                    "attributes": [
+                        {"name": "color", "values": [f"c{i}" for i in range(9)], "contrast": True}
+                    ],
+                }
+            }
+        ),
+    ),
     "attribute names must be unique": (
         "spec.generation.prompt.attributes",
         manifest(generation={"prompt": {**PROMPT, "attributes": [PROMPT["attributes"][0]] * 2}}),

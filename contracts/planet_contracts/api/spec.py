@@ -91,6 +91,10 @@ class ModelSpec(RuledModel):
     )
 
 
+#: Most values a ``contrast`` attribute may list: its unpicked ones must fit SDXL's 77-token prompt.
+MAX_CONTRAST_VALUES = 8
+
+
 class PromptAttribute(RuledModel):
     """One slot of the structured prompt, e.g. ``color`` with its allowed values."""
 
@@ -105,7 +109,8 @@ class PromptAttribute(RuledModel):
         default=False,
         description=(
             "Steer away from this attribute's other values: a structured request's negative prompt "
-            "gets them, so guidance pushes from the values not asked for (counts, such as moons)."
+            "gets them, so guidance pushes from the values not asked for (counts, such as moons). "
+            f"At most {MAX_CONTRAST_VALUES} values: the text encoders read 77 tokens."
         ),
     )
 
@@ -115,6 +120,12 @@ class PromptAttribute(RuledModel):
             message="default must be one of values",
             field=".default",
             check=lambda m: m.default is None or m.default in m.values,
+        ),
+        Rule(
+            cel=f"!has(self.contrast) || !self.contrast || size(self.values) <= {MAX_CONTRAST_VALUES}",
+            message=f"contrast needs at most {MAX_CONTRAST_VALUES} values (the rest would be cut off)",
+            field=".contrast",
+            check=lambda m: not m.contrast or len(m.values) <= MAX_CONTRAST_VALUES,
         ),
     )
 
