@@ -65,6 +65,11 @@ def add_dev(sub: Any) -> None:
     up.add_argument(
         "--set", dest="values", action="append", default=[], metavar="KEY=VALUE", help="chart value"
     )
+    up.add_argument(
+        "--autoscaling",
+        action="store_true",
+        help="Prometheus and KEDA at their own intervals (rollout analysis, scaling on queue depth)",
+    )
     up.set_defaults(handler=run_up)
 
 
@@ -102,9 +107,13 @@ def with_stack(
 def run_up(args: argparse.Namespace) -> int:
     """Run until a signal; 1 with the failing component's log tail when something does not start."""
     from planet_harness import devstack
+    from planet_harness import stack as harness
 
     options = devstack.Options(
-        state_dir=args.state_dir, resync_seconds=args.resync, values=tuple(args.values)
+        state_dir=args.state_dir,
+        resync_seconds=args.resync,
+        values=tuple(args.values),
+        autoscaling=harness.Autoscaling() if args.autoscaling else None,
     )
     return with_stack(options, _serve, on_signal=0)
 
