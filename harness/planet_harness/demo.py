@@ -7,6 +7,10 @@ chain), write the images to ``out/``, then a canary, a promotion and a rollback 
 planet``, and last the quality gate: a canary whose LoRA pushes the planet out of its region,
 scored by the verifier under live traffic and rolled back by the rollout analysis
 (``planet_quality_score`` in Prometheus under ``minQualityScore``).
+
+This machine has no GPU: the reference manifest asks for TensorRT, so the node's fallback
+(``PLANET_ENGINE_FALLBACK=onnxruntime``) has the build Job compile ONNX Runtime engines under the
+operator's key and the generate predictor serve them; both say so in their logs and the manifest.
 """
 
 from __future__ import annotations
@@ -134,6 +138,8 @@ class Demo:
         self.dev = dev
         self.cluster: ControlPlane = dev.cluster
         self.options = options
+        #: The manifest as the user wrote it (``kubectl apply`` reads the file itself).
+        self.manifest: dict[str, Any] = yaml.safe_load(options.manifest.read_text())
         self.opener = urllib.request.build_opener(urllib.request.ProxyHandler({"http": dev.stack.proxy}))
 
     def run(self) -> int:
@@ -156,13 +162,12 @@ class Demo:
 
     def apply(self) -> tuple[str, str]:
         """``kubectl apply`` the manifest as it is."""
-        manifest = yaml.safe_load(self.options.manifest.read_text())
-        engine = manifest["spec"].get("engine", {})
+        engine = self.manifest["spec"].get("engine", {})
         if engine.get("backend", "tensorrt") == "tensorrt":
             say("no GPU here: the TensorRT build falls back to ONNX Runtime engines (PLANET_ENGINE_FALLBACK)")
         say(f"$ kubectl apply -f {self.options.manifest}")
         say(self.kubectl("apply", "-f", str(self.options.manifest)).strip())
-        meta = manifest["metadata"]
+        meta = self.manifest["metadata"]
         return str(meta["name"]), str(meta.get("namespace", "default"))
 
     def pipeline(self, name: str, namespace: str) -> dict[str, Any]:
@@ -226,12 +231,11 @@ class Demo:
             return
         from PIL import Image
 
-        manifest = yaml.safe_load(self.options.manifest.read_text())
-        prompts = sheet_prompts(manifest, self.options.sheet)
+        prompts = sheet_prompts(self.manifest, self.options.sheet)
         folder = self.options.out / "sheet"
         folder.mkdir(parents=True, exist_ok=True)
         url = self.generate_url(name, namespace)
-        batch = int(manifest["spec"].get("serving", {}).get("maxBatchSize", 4))
+        batch = int(self.manifest["spec"].get("serving", {}).get("maxBatchSize", 4))
         say(f"contact sheet: {len(prompts)} fixed prompts, {batch} per request, to {url}")
         records: list[dict[str, Any]] = []
         tiles: list[Image.Image] = []
@@ -318,10 +322,9 @@ class Demo:
 
         True when the gate rolls it back on a measured quality score (not "no data").
         """
-        manifest = yaml.safe_load(self.options.manifest.read_text())
-        rollout = manifest["spec"].get("rollout") or {}
+        rollout = self.manifest["spec"].get("rollout") or {}
         floor = (rollout.get("analysis") or {}).get("minQualityScore")
-        if floor is None or manifest["spec"]["model"]["base"]["uri"] != models.PLANET:
+        if floor is None or self.manifest["spec"]["model"]["base"]["uri"] != models.PLANET:
             # The bad LoRA is trained on the planet preset: on another base it would not load.
             say("quality gate: skipped (it needs the planet preset and rollout.analysis.minQualityScore)")
             return True
@@ -350,8 +353,9 @@ class Demo:
         record = next(h for h in status["history"] if h["revision"] == canary)
         for revision, scores in sorted(traffic.scores.items()):
             say(f"  {revision}: {len(scores)} images, mean quality score {sum(scores) / len(scores):.3f}")
-        say(f"  {record['result']}: {record.get('reason', '')}")
-        measured = "quality_score" in record.get("reason", "") and "no data" not in record.get("reason", "")
+        reason = str(record.get("reason", ""))
+        say(f"  {record['result']}: {reason}")
+        measured = "quality_score" in reason and "no data" not in reason
         if record["result"] != "RolledBack" or not measured:
             say("  the gate did not roll the canary back on a measured score")
             return False
