@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import base64
 import dataclasses
+import functools
 import io
 import itertools
 import json
@@ -26,7 +27,6 @@ import random
 import shutil
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -39,6 +39,7 @@ from planet_harness import devstack, models
 from planet_harness import stack as harness
 from planet_harness.cli import say, with_stack
 from planet_harness.controlplane import ControlPlane
+from planet_harness.traffic import Traffic, rolled_back_on_quality
 
 #: The contact sheet: this many fixed prompts, each attribute cycling through the manifest's values.
 SHEET_SIZE = 50
@@ -195,15 +196,19 @@ class Demo:
             time.sleep(2.0)
         raise TimeoutError(f"pipeline {name}: not {what} within {self.options.timeout:.0f} s ({last})")
 
-    def post(self, url: str, body: dict[str, Any]) -> dict[str, Any]:
-        """POST through the gateway, as ``curl --proxy $PLANET_PROXY`` does."""
+    def send(self, url: str, body: dict[str, Any]) -> dict[str, Any]:
+        """POST through the gateway, as ``curl --proxy $PLANET_PROXY`` does (HTTP errors raise)."""
         request = urllib.request.Request(
             url, data=json.dumps(body).encode(), headers={"content-type": "application/json"}
         )
+        with self.opener.open(request, timeout=self.options.timeout) as reply:
+            answer: dict[str, Any] = json.loads(reply.read())
+            return answer
+
+    def post(self, url: str, body: dict[str, Any]) -> dict[str, Any]:
+        """:meth:`send`, an HTTP error told as a ``RuntimeError`` with the status and the body."""
         try:
-            with self.opener.open(request, timeout=self.options.timeout) as reply:
-                answer: dict[str, Any] = json.loads(reply.read())
-                return answer
+            return self.send(url, body)
         except urllib.error.HTTPError as exc:
             raise RuntimeError(
                 f"{url}: HTTP {exc.code}: {exc.read()[:300].decode(errors='replace')}"
@@ -333,7 +338,11 @@ class Demo:
         stable = str(self.pipeline(name, namespace)["status"]["stableRevision"])
         bad = {"name": "offcentre", "uri": models.PLANET_BAD_LORA, "scale": 1.0}
         change = {"spec": {"version": "v5", "model": {"loras": [bad]}, "rollout": rollout}}
-        traffic = _Traffic(self, url)
+
+        def body(seed: int) -> dict[str, Any]:
+            return {"instances": [self.instance(PROMPTS[seed % len(PROMPTS)], 3000 + seed)]}
+
+        traffic = Traffic(functools.partial(self.send, url), body)
         try:
             self.kubectl("patch", "pp", name, "-n", namespace, "--type=merge", "-p", json.dumps(change))
             canary = str(
@@ -352,11 +361,10 @@ class Demo:
             traffic.stop()
         record = next(h for h in status["history"] if h["revision"] == canary)
         for revision, scores in sorted(traffic.scores.items()):
-            say(f"  {revision}: {len(scores)} images, mean quality score {sum(scores) / len(scores):.3f}")
+            say(f"  {revision}: {len(scores)} images, mean quality score {Traffic.mean(scores):.3f}")
         reason = str(record.get("reason", ""))
         say(f"  {record['result']}: {reason}")
-        measured = "quality_score" in reason and "no data" not in reason
-        if record["result"] != "RolledBack" or not measured:
+        if not rolled_back_on_quality(record):
             say("  the gate did not roll the canary back on a measured score")
             return False
         say(f"  rolled back by the gate: {stable} serves")
@@ -376,38 +384,6 @@ class Demo:
             say(f"    {line}")
         if result.returncode != 0:
             raise RuntimeError(f"kubectl planet {args[0]} failed with exit code {result.returncode}")
-
-
-class _Traffic:
-    """Two clients posting the demo's prompts through the pipeline's URL; quality scores by revision."""
-
-    def __init__(self, demo: Demo, url: str) -> None:
-        self.scores: dict[str, list[float]] = {}
-        self._timeout = demo.options.timeout
-        self._stop = threading.Event()
-        self._threads = [
-            threading.Thread(target=self._client, args=(demo, url, i), daemon=True) for i in range(2)
-        ]
-        for thread in self._threads:
-            thread.start()
-
-    def _client(self, demo: Demo, url: str, offset: int) -> None:
-        for seed in itertools.count(3000 + offset, 2):
-            if self._stop.is_set():
-                return
-            body = {"instances": [demo.instance(PROMPTS[seed % len(PROMPTS)], seed)]}
-            try:
-                prediction = demo.post(url, body)["predictions"][0]
-            except (RuntimeError, KeyError, OSError):
-                time.sleep(1.0)  # a route not published yet, or a revision going away: try again
-                continue
-            self.scores.setdefault(str(prediction.get("revision")), []).append(prediction["quality"]["score"])
-
-    def stop(self) -> None:
-        """Let the requests in flight finish."""
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(timeout=self._timeout)
 
 
 def _sheet(tiles: list[Any], path: Path) -> None:
