@@ -1,6 +1,7 @@
 """The ``planet`` preset's training command, on the quick recipe: it writes a preset that loads like
-SDXL's weights, reruns its later stages on a base, and resumes an interrupted UNet run; the latents it
-trains on are normalised per channel the way SDXL's pipelines undo it."""
+SDXL's weights, reruns its later stages on a base, resumes an interrupted UNet run and trains a new
+UNet on a preset's encoders; the latents it trains on are normalised per channel the way SDXL's
+pipelines undo it."""
 
 from __future__ import annotations
 
@@ -36,6 +37,15 @@ def test_the_training_command_writes_a_preset_that_loads_like_the_shipped_one(tm
     assert record["resumed"] == {"snapshot": str(out), "step": 1}
     assert not any(m.startswith(("[vae]", "[text]")) for m in said)
     assert any(m.startswith("[unet]") for m in said)
+    # New UNet data on the same encoders: the VAE and text encoders are the preset's, the UNet is new.
+    said.clear()
+    fresh = train.train(tmp_path / "fresh", train.Recipe.quick(), say=said.append, encoders=out)
+    assert not any(m.startswith(("[vae]", "[text]")) for m in said)
+    assert json.loads((fresh / "planetgen-preset.json").read_text())["encoders"]["preset"] == "planet"
+    for part in ("vae", "text_encoder_2"):
+        (name,) = [f.name for f in (out / part).glob("*.safetensors")]
+        assert (fresh / part / name).read_bytes() == (out / part / name).read_bytes(), part
+    assert any(m.startswith("[unet] 1/") for m in said)  # from the first step, not a snapshot's
 
 
 def test_latents_are_normalised_per_channel_as_the_pipeline_denormalises_them() -> None:
@@ -64,7 +74,8 @@ def test_latents_are_normalised_per_channel_as_the_pipeline_denormalises_them() 
 @pytest.mark.parametrize(
     ("args", "words"),
     [
-        (["--resume", "snap", "--base", "w"], "--resume and --base"),
+        (["--resume", "snap", "--base", "w"], "--resume, --base and --encoders: choose one"),
+        (["--base", "w", "--encoders", "w"], "--resume, --base and --encoders: choose one"),
         (["--resume", "snap", "--resume-step", "-1"], "--resume-step: between 0 and"),
         (["--quick", "--resume", "snap", "--resume-step", "99999"], "--resume-step: between 0 and"),
         (["--unet-steps", "1"], "--unet-steps: at least 2"),

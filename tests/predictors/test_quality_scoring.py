@@ -506,3 +506,27 @@ async def test_regenerate_checks_redraw_only_on_the_named_failures() -> None:
     assert prediction["seed"] == first and prediction["quality"]["draws"] == 2
     assert prediction["quality"]["failed"] == ["composition"]
     assert redraws(registry, "final") == 1
+
+
+async def test_regenerate_checks_redraw_an_image_with_no_planet_at_all() -> None:
+    from planet_predictors.sdxl.model import redraw_seed
+
+    class Empty(SeededBackend):
+        """An empty sky for seeds outside ``good``: no planet, so no colour can be right."""
+
+        def generate(
+            self, params: BatchParams, items: Sequence[Item], *, stop: Stop | None = None
+        ) -> list[Generated]:
+            drawn = super().generate(params, items, stop=stop)
+            return [
+                d if item.seed in self.good else Generated(Image.new("RGB", d.image.size), d.timings)
+                for d, item in zip(drawn, items, strict=True)
+            ]
+
+    first = redraw_seed(5, 1)
+    backend = Empty(good={first})
+    model, _ = make_sdxl(backend, regenerate={"attempts": 3, "checks": ["color"]})
+    response, _ = await model({"instances": [{"prompt": "a crimson planet", "seed": 5}]})
+    [prediction] = response["predictions"]
+    assert backend.batches == [[5], [first]]
+    assert prediction["seed"] == first and "color" not in prediction["quality"]["failed"]

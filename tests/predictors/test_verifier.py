@@ -76,7 +76,12 @@ def test_sharpness_tells_a_crisp_upscale_from_a_smudged_one() -> None:
 def test_an_empty_sky_has_no_planet_and_scores_zero() -> None:
     verdict = Verifier().verify(np.zeros((160, 384, 3), dtype=np.float32), "crimson planet")
     assert verdict.score == 0.0
-    assert verdict.failed == ["planet"]
+    # Each check the prompt asks for fails by name: "colour not failed" must never mean "colour right".
+    assert verdict.failed == ["planet", "composition", "color", "sharpness"]
+    verdict = Verifier(sharpness=False).verify(
+        np.zeros((160, 384, 3), dtype=np.float32), "a planet, two moons"
+    )
+    assert verdict.failed == ["planet", "composition", "moons"]
 
 
 def test_checks_the_prompt_does_not_name_are_skipped() -> None:

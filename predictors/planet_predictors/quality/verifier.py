@@ -6,7 +6,7 @@ the dark sky), and only the sharpness check reads full-resolution pixels, in a b
 
 The checks, each with its own score; a check whose input the prompt does not name is skipped:
 
-- ``planet``: one body large enough to be the planet (without it, every other check fails);
+- ``planet``: one body large enough to be the planet (without it, every other check fails, named);
 - ``composition``: its bounding box inside the region, its diameter within the region's bounds;
 - ``color``: its measured colour is nearest (CIELAB) to the one the prompt names, of :data:`palette.COLORS`;
 - ``moons``: grey bodies apart from the planet, counted against the prompt's moon phrase;
@@ -100,8 +100,16 @@ class Verifier:
         small = _reduce(pil)
         body = _find(small, self.region)
         if body is None:
+            # Every check the prompt asks for fails by name: a client (and generation.regenerate's
+            # ``checks``, and the demo's count) must not read "colour not failed" as "colour right".
+            asked = ["composition"]
+            asked += ["color"] if palette.requested_color(prompt) is not None else []
+            asked += ["moons"] if palette.requested_moons(prompt) is not None else []
+            asked += ["sharpness"] if self.sharpness else []
             missing = Check("planet", False, 0.0, "no body brighter than the sky large enough to be a planet")
-            return Verdict(0.0, (missing,))
+            return Verdict(
+                0.0, (missing, *(Check(name, False, 0.0, "no planet to measure") for name in asked))
+            )
         checks = [
             Check("planet", True, 1.0, f"{int(body.planet.sum())} px at {small.shape[1]}x{small.shape[0]}")
         ]

@@ -176,8 +176,38 @@ def build_components(tokenizer_dir: Path) -> dict[str, Any]:
     text_encoder = CLIPTextModel(CLIPTextConfig(**text))
     torch.manual_seed(SEED + 2)
     text_encoder_2 = CLIPTextModelWithProjection(CLIPTextConfig(**text))
+    scheduler = diffusers.EulerDiscreteScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        steps_offset=1,
+        num_train_timesteps=1000,
+        # Zero terminal SNR (v-prediction, sampling from t=999): with SDXL's schedule the noise at
+        # t=999 still carries 7 % of the image, summed over a planet's latents enough to read its
+        # colour, so the UNet could take the colour from the noise, not the prompt (docs/model.md:
+        # a small part of its colour failures).
+        prediction_type="v_prediction",
+        rescale_betas_zero_snr=True,
+        timestep_spacing="trailing",
+    )
+    return {
+        "vae": vae,
+        "text_encoder": text_encoder,
+        "text_encoder_2": text_encoder_2,
+        "tokenizer": tokenizer,
+        "tokenizer_2": CLIPTokenizer.from_pretrained(str(tokenizer_dir), model_max_length=MAX_TOKENS),
+        "unet": build_unet(),
+        "scheduler": scheduler,
+    }
+
+
+def build_unet() -> Any:
+    """The untrained UNet (seeded): SDXL's ``text_time`` conditioning on the 4x latents."""
+    import diffusers as _diffusers
+
+    diffusers: Any = _diffusers
     torch.manual_seed(SEED + 3)
-    unet = diffusers.UNet2DConditionModel(
+    unet: Any = diffusers.UNet2DConditionModel(
         sample_size=(NATIVE[1] // LATENT_SCALE, NATIVE[0] // LATENT_SCALE),
         in_channels=4,
         out_channels=4,
@@ -199,29 +229,7 @@ def build_components(tokenizer_dir: Path) -> dict[str, Any]:
         cross_attention_dim=128,  # both encoders' penultimate states side by side
         norm_num_groups=8,
     )
-    scheduler = diffusers.EulerDiscreteScheduler(
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        steps_offset=1,
-        num_train_timesteps=1000,
-        # Zero terminal SNR (v-prediction, sampling from t=999): with SDXL's schedule the noise at
-        # t=999 still carries 7 % of the image, summed over a planet's latents enough to read its
-        # colour, so the UNet could take the colour from the noise, not the prompt (docs/model.md:
-        # a small part of its colour failures).
-        prediction_type="v_prediction",
-        rescale_betas_zero_snr=True,
-        timestep_spacing="trailing",
-    )
-    return {
-        "vae": vae,
-        "text_encoder": text_encoder,
-        "text_encoder_2": text_encoder_2,
-        "tokenizer": tokenizer,
-        "tokenizer_2": CLIPTokenizer.from_pretrained(str(tokenizer_dir), model_max_length=MAX_TOKENS),
-        "unet": unet,
-        "scheduler": scheduler,
-    }
+    return unet
 
 
 # -- stages --------------------------------------------------------------------------------------
@@ -697,13 +705,16 @@ def train(
     *,
     base: Path | None = None,
     resume: tuple[Path, int] | None = None,
+    encoders: Path | None = None,
 ) -> Path:
     """Train every stage and write the preset folder ``out``.
 
     With ``base`` (a trained preset), its VAE, UNet and text encoders are kept and only the LoRAs and
     the upscaler are trained: the later stages, rerun alone. With ``resume`` (a UNet snapshot and the
     step it was taken at), the snapshot's VAE and warmed text encoders are kept and the UNet trains on
-    from that step: an interrupted run, continued.
+    from that step: an interrupted run, continued. With ``encoders`` (a trained preset), its VAE and
+    text encoders are kept and a new UNet trains from the first step: the UNet's data or recipe
+    changed, the encoders' did not.
     """
     import diffusers as _diffusers
     from safetensors.torch import save_file
@@ -721,16 +732,21 @@ def train(
         images = render_all(drawn)
         rng = np.random.default_rng(SEED + 5)
         captions = [caption(s, rng) for s in drawn]
-        if resume is None:
+        if resume is None and encoders is None:
             with tempfile.TemporaryDirectory(prefix="planetgen-tokenizer-") as tmp:
                 parts = build_components(tiny._write_tokenizer_files(Path(tmp), vocabulary(), merges=400))
             train_vae(parts["vae"], images, drawn, recipe, say)
             warm_text(parts, captions, attribute_labels(drawn), recipe, say)
         else:
-            parts = dict(diffusers.StableDiffusionXLPipeline.from_pretrained(str(resume[0])).components)
+            source = resume[0] if resume is not None else encoders
+            parts = dict(diffusers.StableDiffusionXLPipeline.from_pretrained(str(source)).components)
             for k in ("text_encoder", "text_encoder_2"):
                 parts[k].requires_grad_(False)
-            say(f"[resume] VAE, text encoders and the step-{resume[1]} UNet from {resume[0]}")
+            if resume is not None:
+                say(f"[resume] VAE, text encoders and the step-{resume[1]} UNet from {resume[0]}")
+            else:
+                parts["unet"] = build_unet()
+                say(f"[encoders] VAE and text encoders from {encoders}; a new UNet")
         # Encoded once: the normalisation is measured on the same means the UNet trains on.
         raw = _posterior_means(parts["vae"], images)
         if getattr(parts["vae"].config, "latents_mean", None) is None:
@@ -769,13 +785,10 @@ def train(
     save_file(upscaler, str(staging / "upscaler-x2.safetensors"), metadata={"preset": "planet", "scale": "2"})
     record = {"preset": "planet", "native": list(NATIVE), "recipe": dataclasses.asdict(recipe),
               "seconds": round(time.monotonic() - started), "torch": torch.__version__}  # fmt: skip
-    if base is not None:
-        previous = (
-            json.loads((base / "planetgen-preset.json").read_text())
-            if (base / "planetgen-preset.json").exists()
-            else {}
-        )
-        record["base"] = previous
+    for key, source in (("base", base), ("encoders", encoders)):
+        if source is not None:
+            previous = source / "planetgen-preset.json"
+            record[key] = json.loads(previous.read_text()) if previous.exists() else {}
     if resume is not None:
         record["resumed"] = {"snapshot": str(resume[0]), "step": resume[1]}
     (staging / "planetgen-preset.json").write_text(json.dumps(record, indent=1))
@@ -792,12 +805,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="a few steps of each stage (tests)")
     parser.add_argument("--base", type=Path, help="a trained preset: retrain only its LoRAs and upscaler")
     parser.add_argument("--resume", type=Path, help="a UNet snapshot: train the UNet on from --resume-step")
+    parser.add_argument("--encoders", type=Path, help="a preset: its VAE and text encoders, a new UNet")
     parser.add_argument("--resume-step", type=int, default=0, help="the step of the --resume snapshot")
     parser.add_argument("--unet-steps", type=int, help="the UNet's steps (default: the recipe's)")
     parser.add_argument("--moon-weight", type=float, help="moon pixels' extra loss weight (default 0)")
     args = parser.parse_args(argv)
-    if args.resume is not None and args.base is not None:
-        parser.error("--resume and --base: choose one")
+    if sum(a is not None for a in (args.resume, args.base, args.encoders)) > 1:
+        parser.error("--resume, --base and --encoders: choose one")
     recipe = Recipe.quick() if args.quick else Recipe()
     if args.unet_steps is not None:
         if args.unet_steps < 2:
@@ -810,7 +824,8 @@ def main(argv: list[str] | None = None) -> int:
     if not 0 <= args.resume_step < recipe.unet_steps:
         parser.error(f"--resume-step: between 0 and {recipe.unet_steps - 1}")
     resume = (args.resume, args.resume_step) if args.resume is not None else None
-    train(args.out, recipe, say=lambda m: print(m, flush=True), base=args.base, resume=resume)
+    train(args.out, recipe, say=lambda m: print(m, flush=True), base=args.base, resume=resume,
+          encoders=args.encoders)  # fmt: skip
     return 0
 
 
