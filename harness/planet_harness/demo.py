@@ -358,7 +358,7 @@ class Demo:
 
             status = self.wait(name, namespace, ended, "judged")
         finally:
-            traffic.stop()
+            traffic.stop(timeout=self.options.timeout)  # a request in flight may take that long
         record = next(h for h in status["history"] if h["revision"] == canary)
         for revision, scores in sorted(traffic.scores.items()):
             say(f"  {revision}: {len(scores)} images, mean quality score {Traffic.mean(scores):.3f}")

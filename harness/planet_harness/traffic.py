@@ -46,12 +46,8 @@ class Traffic:
             seed += self._clients
             try:
                 prediction = self._post(body)["predictions"][0]
-            except urllib.error.HTTPError as exc:
-                self.errors.append(exc.code)
-                time.sleep(0.5)
-                continue
-            except OSError:
-                self.errors.append(0)
+            except OSError as exc:  # HTTPError is one, with the status
+                self.errors.append(exc.code if isinstance(exc, urllib.error.HTTPError) else 0)
                 time.sleep(0.5)
                 continue
             score = float(prediction["quality"]["score"])

@@ -99,12 +99,13 @@ class Verifier:
         pil = image.convert("RGB") if isinstance(image, Image.Image) else _to_pil(image)
         small = _reduce(pil)
         body = _find(small, self.region)
+        wanted, moons = palette.requested_color(prompt), palette.requested_moons(prompt)
         if body is None:
             # Every check the prompt asks for fails by name: a client (and generation.regenerate's
             # ``checks``, and the demo's count) must not read "colour not failed" as "colour right".
             asked = ["composition"]
-            asked += ["color"] if palette.requested_color(prompt) is not None else []
-            asked += ["moons"] if palette.requested_moons(prompt) is not None else []
+            asked += ["color"] if wanted is not None else []
+            asked += ["moons"] if moons is not None else []
             asked += ["sharpness"] if self.sharpness else []
             missing = Check("planet", False, 0.0, "no body brighter than the sky large enough to be a planet")
             return Verdict(
@@ -114,10 +115,8 @@ class Verifier:
             Check("planet", True, 1.0, f"{int(body.planet.sum())} px at {small.shape[1]}x{small.shape[0]}")
         ]
         checks.append(self._composition(body, small.shape[1], small.shape[0]))
-        wanted = palette.requested_color(prompt)
         if wanted is not None:
             checks.append(_color(small, body, wanted))
-        moons = palette.requested_moons(prompt)
         if moons is not None:
             checks.append(_moons(body.moons, moons))
         if self.sharpness:
