@@ -116,3 +116,19 @@ def test_the_same_scene_renders_the_same_at_any_size() -> None:
         (384, 160), Image.Resampling.BOX
     )
     assert np.abs(np.asarray(big, dtype=np.float32) / 255 - small).mean() < 0.03
+
+
+def test_moons_sit_right_of_the_planet_at_the_heights_their_count_sets() -> None:
+    """One layout per phrase (docs/model.md): the planet leaves room on the right, pushed ones excepted."""
+    region = Region()
+    for s in _scenes(300, seed=91):
+        cx = s.cx * ASPECT
+        reach = s.radius * (1.75 if s.atmosphere in scene.RINGED else 1.12)
+        assert region.left * ASPECT < cx - reach and cx + reach < region.right * ASPECT
+        assert all(cx < m.x * ASPECT < ASPECT - m.r for m in s.moon_list), s
+        if len(s.moon_list) == 1:
+            assert abs(s.moon_list[0].y - min(max(s.cy, 0.105), 0.895)) < 0.031  # level, in frame
+        if len(s.moon_list) == 2:
+            assert s.moon_list[0].y < s.cy < s.moon_list[1].y
+    pushed = [s for s in _scenes(200, seed=92, offset=0.2) if s.moon_list]
+    assert all(0 < m.x < 1 for s in pushed for m in s.moon_list)

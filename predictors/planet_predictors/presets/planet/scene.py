@@ -82,6 +82,8 @@ def sample(
     reach = radius * (_RING_WIDTH if atmosphere in RINGED else 1.12)  # ring or halo
     x0, x1 = region.left * aspect + reach + 0.02, region.right * aspect - reach - 0.02
     y0, y1 = region.top + radius * 1.12 + 0.02, region.bottom - radius * 1.12 - 0.02
+    if palette.MOONS[moons]:  # leave the moons room right of the planet
+        x1 = max(x0, min(x1, aspect - moon_room(radius, ringed=atmosphere in RINGED)))
     cx = float(rng.uniform(x0, x1)) if x1 > x0 else (x0 + x1) / 2
     cy = float(rng.uniform(y0, y1)) if y1 > y0 else 0.5
     if offset:  # past the nearer side of the region by ``offset`` of the width, but still in frame
@@ -112,14 +114,29 @@ def sample(
     )
 
 
+# Moons sit right of the planet at set heights for their count, so the UNet learns one layout per
+# phrase: a moon anywhere around the planet averages, in the early denoising steps, into a faint halo
+# the later steps never draw, and moons on either side drew both (docs/model.md, "Moons at a set place").
+_MOON_SIZES = (0.065, 0.05)
+_MOON_GAP = 0.08  # past the limb or the ring
+_MOON_HEIGHTS = {1: (0.0,), 2: (-0.24, 0.24)}  # from the planet's centre, in units of the height
+
+
+def moon_room(radius: float, *, ringed: bool) -> float:
+    """How far right of the planet's centre its moons reach, edge margin included (units of the height)."""
+    clear = radius * (_RING_WIDTH + 0.15 if ringed else 1.12) + _MOON_SIZES[0] + _MOON_GAP
+    arc = radius * (1.95 if ringed else 1.45) + 0.04 + 0.026  # the moonlets' arc, at its widest
+    return max(clear + 0.04 + _MOON_SIZES[0], arc) + 0.04
+
+
 def _moons(
     rng: np.random.Generator, count: int, *, cx: float, cy: float, radius: float, aspect: float, ringed: bool
 ) -> tuple[Moon, ...]:
-    """Moons around the planet, clear of it, of its ring, of each other and of the frame's edges."""
+    """Moons right of the planet (left when a planet pushed off-region leaves no room there)."""
     if count == 0:
         return ()
-    if count >= palette.RING_MIN:  # an arc of moonlets on the roomier side
-        side = 1.0 if cx < aspect / 2 else -1.0
+    side = 1.0 if cx + moon_room(radius, ringed=ringed) < aspect else -1.0
+    if count >= palette.RING_MIN:  # an arc of moonlets
         start = float(rng.uniform(-0.9, -0.5))
         dist = radius * (1.95 if ringed else 1.45) + 0.04
         found = []
@@ -128,22 +145,12 @@ def _moons(
             x, y = cx + side * dist * math.cos(angle), cy + dist * math.sin(angle) * 0.9
             found.append(Moon(x / aspect, float(np.clip(y, 0.06, 0.94)), 0.026))
         return tuple(found)
-    sizes = [0.065, 0.05][:count]
     found = []
-    for r in sizes:
-        for _ in range(200):
-            angle = float(rng.uniform(0, 2 * math.pi))
-            dist = radius + r + float(rng.uniform(0.07, 0.3))
-            x, y = cx + dist * math.cos(angle), cy + dist * math.sin(angle)
-            if not (r + 0.04 < x < aspect - r - 0.04 and r + 0.04 < y < 1 - r - 0.04):
-                continue
-            # The ring is tilted: its ends reach about 0.75 radii above and below the centre.
-            if ringed and abs(x - cx) < radius * (_RING_WIDTH + 0.15) + r and abs(y - cy) < radius * 0.95 + r:
-                continue
-            if any(math.hypot(x - m.x * aspect, y - m.y) < r + m.r + 0.05 for m in found):
-                continue
-            found.append(Moon(x / aspect, y, r))
-            break
+    for r, dy in zip(_MOON_SIZES, _MOON_HEIGHTS[count], strict=False):
+        clear = radius * (_RING_WIDTH + 0.15 if ringed else 1.12) + r + _MOON_GAP
+        x = cx + side * (clear + float(rng.uniform(0.0, 0.04)))
+        y = float(np.clip(cy + dy + float(rng.uniform(-0.03, 0.03)), r + 0.04, 1 - r - 0.04))
+        found.append(Moon(x / aspect, y, r))
     return tuple(found)
 
 

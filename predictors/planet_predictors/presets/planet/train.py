@@ -71,8 +71,7 @@ class Recipe:
     unet_steps: int = 3000
     unet_batch: int = 16
     #: How much more a moon's latent pixels count in the diffusion loss than the rest (moons cover 1-2 %
-    #: of the frame). 0 reproduces the shipped run 10; ``--moon-weight 15`` on a resumed run drew more
-    #: moons but was not shipped (docs/model.md).
+    #: of the frame). The shipped weights (p14b) trained at 8 (docs/model.md); 0 is run 10's recipe.
     moon_weight: float = 0.0
     lora_steps: int = 250
     upscaler_steps: int = 500
