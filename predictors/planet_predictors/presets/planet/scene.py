@@ -118,15 +118,26 @@ def sample(
 # phrase: a moon anywhere around the planet averages, in the early denoising steps, into a faint halo
 # the later steps never draw, and moons on either side drew both (docs/model.md, "Moons at a set place").
 _MOON_SIZES = (0.065, 0.05)
+_MOONLET = 0.026  # a ring's moonlets
 _MOON_GAP = 0.08  # past the limb or the ring
+_MOON_JITTER = 0.04  # farther out, at most
 _MOON_HEIGHTS = {1: (0.0,), 2: (-0.24, 0.24)}  # from the planet's centre, in units of the height
+
+
+def _moon_distance(radius: float, r: float, *, ringed: bool) -> float:
+    """From the planet's centre to a moon's of radius ``r``, before the jitter: clear of the limb or ring."""
+    return radius * (_RING_WIDTH + 0.15 if ringed else 1.12) + r + _MOON_GAP
+
+
+def _arc_distance(radius: float, *, ringed: bool) -> float:
+    """From the planet's centre to its moonlets' arc."""
+    return radius * (1.95 if ringed else 1.45) + 0.04
 
 
 def moon_room(radius: float, *, ringed: bool) -> float:
     """How far right of the planet's centre its moons reach, edge margin included (units of the height)."""
-    clear = radius * (_RING_WIDTH + 0.15 if ringed else 1.12) + _MOON_SIZES[0] + _MOON_GAP
-    arc = radius * (1.95 if ringed else 1.45) + 0.04 + 0.026  # the moonlets' arc, at its widest
-    return max(clear + 0.04 + _MOON_SIZES[0], arc) + 0.04
+    big = _moon_distance(radius, _MOON_SIZES[0], ringed=ringed) + _MOON_JITTER + _MOON_SIZES[0]
+    return max(big, _arc_distance(radius, ringed=ringed) + _MOONLET) + 0.04
 
 
 def _moons(
@@ -138,17 +149,16 @@ def _moons(
     side = 1.0 if cx + moon_room(radius, ringed=ringed) < aspect else -1.0
     if count >= palette.RING_MIN:  # an arc of moonlets
         start = float(rng.uniform(-0.9, -0.5))
-        dist = radius * (1.95 if ringed else 1.45) + 0.04
+        dist = _arc_distance(radius, ringed=ringed)
         found = []
         for i in range(count):
             angle = start + i * (1.6 / (count - 1))
             x, y = cx + side * dist * math.cos(angle), cy + dist * math.sin(angle) * 0.9
-            found.append(Moon(x / aspect, float(np.clip(y, 0.06, 0.94)), 0.026))
+            found.append(Moon(x / aspect, float(np.clip(y, 0.06, 0.94)), _MOONLET))
         return tuple(found)
     found = []
     for r, dy in zip(_MOON_SIZES, _MOON_HEIGHTS[count], strict=False):
-        clear = radius * (_RING_WIDTH + 0.15 if ringed else 1.12) + r + _MOON_GAP
-        x = cx + side * (clear + float(rng.uniform(0.0, 0.04)))
+        x = cx + side * (_moon_distance(radius, r, ringed=ringed) + float(rng.uniform(0.0, _MOON_JITTER)))
         y = float(np.clip(cy + dy + float(rng.uniform(-0.03, 0.03)), r + 0.04, 1 - r - 0.04))
         found.append(Moon(x / aspect, y, r))
     return tuple(found)
